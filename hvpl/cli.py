@@ -1,0 +1,193 @@
+"""The ``hvpl`` command line: one place for every subcommand; the work lives in the library modules.
+
+Every subcommand turns an :class:`HVPLError` into ``error: <message>`` on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hvpl.utils.errors import HVPLError
+
+
+def _add_run_config_args(p: argparse.ArgumentParser, method: bool = True) -> None:
+    p.add_argument("--scenario", required=True, help="scenario name in config/scenarios/ or a YAML path")
+    if method:
+        p.add_argument("--method", default="hvpl", help="hvpl, hvpl_no_ogc, hvpl_no_video_prompts, "
+                       "hvpl_no_context, eclipse, finetune, joint")
+    p.add_argument("--model", default=None, help="model size in config/models/ (default: the scenario's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. scenario.train.inc_iters=50 (repeatable)")
+
+
+def _add_compute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def _run_config(args):
+    from hvpl.config import load_run_config
+
+    return load_run_config(args.scenario, getattr(args, "method", "hvpl"), args.model, args.overrides)
+
+
+def cmd_synth(args):
+    from hvpl.config import load_scenario
+    from hvpl.data.synthetic import generate_synthetic
+
+    spec = dict(load_scenario(args.scenario).get("synthetic") or {})
+    if not spec:
+        raise HVPLError(f"scenario '{args.scenario}' has no 'synthetic' section")
+    for key in ("num_videos", "num_frames", "height", "width", "seed"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    num_classes = load_scenario(args.scenario)["num_classes"]
+    generate_synthetic(Path(args.out), num_classes=num_classes, **spec)
+
+
+def cmd_split(args):
+    from hvpl.config import load_scenario
+    from hvpl.data.splits import make_scenario_split
+
+    make_scenario_split(load_scenario(args.scenario), Path(args.data_root), Path(args.out), seed=args.seed)
+
+
+def cmd_evaluate(args):
+    from hvpl.evaluation.evaluate import evaluate_files
+
+    evaluate_files(args.gt, args.results, args.out, classes_path=args.classes, step=args.step)
+
+
+def cmd_forgetting(args):
+    from hvpl.evaluation.forgetting import forgetting_files
+
+    forgetting_files(args.metrics, args.classes, args.out)
+
+
+def cmd_summarize(args):
+    from hvpl.evaluation.summary import summarize
+
+    summarize(Path(args.results_dir), Path(args.out), Path(args.plots_dir), runs=args.runs)
+
+
+def cmd_params(args):
+    from hvpl.continual.growth import count_parameters
+
+    trainable, total = count_parameters(_run_config(args), args.step)
+    print(f"scenario: {args.scenario}\nmethod: {args.method}\nstep: {args.step}")
+    print(f"trainable_parameters: {trainable}\ntotal_parameters: {total}")
+
+
+def cmd_train(args):
+    from hvpl.engine.trainer import train_step
+
+    train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
+               prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
+               device=args.device, threads=args.threads)
+
+
+def cmd_ogc_memory(args):
+    from hvpl.continual.ogc import build_memory
+
+    build_memory(_run_config(args), step=args.step, prev_model=Path(args.prev_model),
+                 train_json=Path(args.train_json), prev_basis=args.prev_basis, out=Path(args.out),
+                 seed=args.seed, device=args.device, threads=args.threads)
+
+
+def cmd_predict(args):
+    from hvpl.engine.predict import predict
+
+    predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
+            threads=args.threads, max_videos=args.max_videos)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hvpl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write the synthetic benchmark in the YouTube-VIS layout")
+    p.add_argument("--scenario", default="synth_4-2")
+    p.add_argument("--out", required=True, help="dataset root: writes train.json and train/JPEGImages/")
+    for key in ("num_videos", "num_frames", "height", "width", "seed"):
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("split", help="class-incremental split: classes.json, train_step{t}.json, test_step{t}.json")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--data-root", required=True, help="dataset root (layouts of protocol.md Section 1)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=None, help="re-split seed (default: the scenario's)")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("evaluate", help="YouTube-VIS AP/AR of a results file")
+    p.add_argument("--gt", required=True)
+    p.add_argument("--results", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--classes", default=None, help="classes.json: adds per-task and old/new breakdowns")
+    p.add_argument("--step", type=int, default=None, help="the step these results belong to (with --classes)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("forgetting", help="FAP/FAR1 (class- and task-wise), standard forgetting, AP old/new")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of steps 0..t, in order")
+    p.add_argument("--classes", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_forgetting)
+
+    p = sub.add_parser("summarize", help="results/summary.csv and plots from every run")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--out", default="results/summary.csv")
+    p.add_argument("--plots-dir", default="results/plots")
+    p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
+    p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("params", help="trainable / total parameters of the model step T trains")
+    _add_run_config_args(p)
+    p.add_argument("--step", type=int, required=True)
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("train", help="train step T of one (scenario, method, seed)")
+    _add_run_config_args(p)
+    _add_compute_args(p)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-json", required=True)
+    p.add_argument("--out-dir", required=True, help="writes model_final.pth and train_log.jsonl")
+    p.add_argument("--prev-model", default=None, help="step T-1 model_final.pth (required for T >= 1)")
+    p.add_argument("--ogc-basis", default=None, help="step T ogc_basis.pt (methods with OGC)")
+    p.add_argument("--ckpt-dir", default=None, help="periodic checkpoints (default: OUT_DIR/../checkpoints/stepT)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ogc-memory", help="OGC basis for step T from the step T-1 model and data")
+    _add_run_config_args(p)
+    _add_compute_args(p)
+    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prev-model", required=True)
+    p.add_argument("--train-json", required=True, help="step T-1 training JSON")
+    p.add_argument("--prev-basis", default=None, help="step T-1 ogc_basis.pt, accumulated into the new one")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_ogc_memory)
+
+    p = sub.add_parser("predict", help="a trained step over its test JSON -> YouTube-VIS results")
+    _add_compute_args(p)
+    p.add_argument("--model", dest="model_path", required=True)
+    p.add_argument("--test-json", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-videos", type=int, default=None)
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HVPLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Continual learning: methods, model growth between steps, orthogonal gradient correction."""

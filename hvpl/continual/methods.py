@@ -1,0 +1,49 @@
+"""The methods the tool runs side by side (method.md Section 5), as feature switches on one engine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hvpl.utils.errors import HVPLError
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    frame_prompts: bool      # add a frame prompt group per task; train only prompts + heads
+    video_prompts: bool      # add a video prompt group per task (else the video decoder is frozen at t >= 1)
+    ogc: bool                # orthogonal gradient correction on the newest frame prompt content
+    context: bool            # tree-scan video context encoder in the video decoder
+    logit_manipulation: bool # ECLIPSE-style no-object logit manipulation at inference
+    finetune: bool = False   # train every weight at every step
+    joint: bool = False      # one step on all classes
+
+    @property
+    def prompt_based(self) -> bool:
+        return self.frame_prompts
+
+    @property
+    def base_variant(self) -> str:
+        """Methods with the same base variant train an identical step 0 (the workflow shares it)."""
+        if self.joint:
+            return "joint"
+        return "context" if self.context else "no_context"
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("hvpl", True, True, True, True, True),
+        Method("hvpl_no_ogc", True, True, False, True, True),
+        Method("hvpl_no_video_prompts", True, False, True, True, True),
+        Method("hvpl_no_context", True, True, True, False, True),
+        Method("eclipse", True, False, False, True, True),
+        Method("finetune", False, False, False, True, False, finetune=True),
+        Method("joint", False, False, False, True, False, joint=True),
+    )
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise HVPLError(f"unknown method '{name}'; known: {', '.join(METHODS)}")
+    return METHODS[name]
