@@ -1,0 +1,160 @@
+"""OGC: GPM basis in channel space, gradient projection, basis files (method.md Section 3)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hvpl.continual.ogc import gpm_update, load_basis, project_gradient, save_basis
+from hvpl.utils.errors import HVPLError
+
+torch.set_num_threads(1)
+
+
+def _orthonormal(C: int, k: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((C, k)))
+    return q
+
+
+def _features(U: np.ndarray, sing: list[float], N: int, seed: int) -> torch.Tensor:
+    """R = U diag(sing) V^T with V (N, k) orthonormal: exact singular values ``sing``."""
+    V = _orthonormal(N, len(sing), seed)
+    return torch.from_numpy(U @ np.diag(sing) @ V.T)
+
+
+def _projector(M) -> np.ndarray:
+    M = np.asarray(M, dtype=np.float64)
+    return M @ M.T
+
+
+def test_projection_leaves_nothing_in_the_span():
+    C, P = 32, 7
+    M = torch.from_numpy(_orthonormal(C, 9, 0)).float()
+    g = torch.randn(P, C, generator=torch.Generator().manual_seed(1))
+    out = project_gradient(g, M)
+    inside = (out.double() @ M.double()).norm() / g.double().norm()
+    assert inside < 1e-6
+    # the part orthogonal to the span is untouched: out == g (I - M M^T) computed in numpy
+    ref = g.double().numpy() @ (np.eye(C) - _projector(M))
+    np.testing.assert_allclose(out.double().numpy(), ref, atol=1e-5)
+
+
+def test_empty_basis_is_identity():
+    g = torch.randn(3, 8)
+    assert torch.equal(project_gradient(g, torch.zeros(8, 0)), g)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.9, 0.99])
+def test_threshold_keeps_smallest_k_reaching_it(threshold):
+    C, N = 16, 40
+    sing = [10.0, 6.0, 4.0, 3.0, 2.0, 1.0, 0.5]
+    U = _orthonormal(C, len(sing), 2)
+    R = _features(U, sing, N, 3)
+    energy = np.cumsum(np.square(sing)) / np.sum(np.square(sing))
+    expected_k = int(np.argmax(energy >= threshold)) + 1
+    M = gpm_update(R, None, threshold)
+    assert M.shape == (C, expected_k)
+    np.testing.assert_allclose(M.double().T @ M.double(), np.eye(expected_k), atol=1e-5)
+    np.testing.assert_allclose(_projector(M), _projector(U[:, :expected_k]), atol=1e-5)
+
+
+def test_accumulation_only_adds_directions_outside_the_previous_span():
+    C, N = 24, 50
+    U = _orthonormal(C, 10, 4)
+    R1 = _features(U[:, :3], [5.0, 4.0, 3.0], N, 5)
+    M1 = gpm_update(R1, None, 0.999)
+    assert M1.shape[1] == 3
+    # task 2: energy mostly in the old span plus two new directions
+    R2 = _features(U[:, [0, 1, 5, 6]], [6.0, 5.0, 3.0, 2.0], N, 6)
+    M2 = gpm_update(R2, M1, 0.999)
+    assert torch.equal(M2[:, :3], M1)
+    new = M2[:, 3:].double().numpy()
+    assert new.shape[1] == 2
+    np.testing.assert_allclose(M1.double().numpy().T @ new, 0.0, atol=1e-6)
+    np.testing.assert_allclose(_projector(new), _projector(U[:, 5:7]), atol=1e-5)
+    # energy already captured by the old basis: nothing added
+    R3 = _features(U[:, :2], [3.0, 1.0], N, 7)
+    assert torch.equal(gpm_update(R3, M2, 0.9), M2)
+
+
+def test_accumulated_energy_rule_uses_the_original_features():
+    """Old span holds 60% of R's energy; threshold 0.8 needs new directions worth >= 20% more."""
+    C, N = 12, 30
+    U = _orthonormal(C, 6, 8)
+    M1 = torch.from_numpy(U[:, :1]).float()
+    sing = [np.sqrt(60.0), np.sqrt(15.0), np.sqrt(10.0), np.sqrt(10.0), np.sqrt(5.0)]  # energies 60/15/10/10/5
+    R = _features(U[:, :5], sing, N, 9)
+    M = gpm_update(R, M1, 0.8)
+    assert M.shape[1] == 1 + 2  # 60 + 15 = 75 < 80, + 10 = 85 >= 80
+
+
+def test_basis_is_capped_at_C_columns():
+    C = 6
+    R = torch.randn(C, 40, generator=torch.Generator().manual_seed(0))
+    M = gpm_update(R, None, 1.0)
+    assert M.shape[1] <= C
+    M2 = gpm_update(torch.randn(C, 40), M, 1.0)
+    assert M2.shape[1] <= C
+    np.testing.assert_allclose(M2.double().T @ M2.double(), np.eye(M2.shape[1]), atol=1e-5)
+
+
+def test_gradient_inside_old_feature_subspace_is_removed():
+    C, N, P = 20, 64, 5
+    U = _orthonormal(C, 4, 10)
+    R = _features(U, [4.0, 3.0, 2.0, 1.0], N, 11)
+    M = gpm_update(R, None, 0.9999)
+    coeffs = torch.randn(P, N, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    g = (coeffs @ R.T).float()        # every row a combination of old features
+    assert project_gradient(g, M).norm() / g.norm() < 1e-5
+    # and a direction orthogonal to every old feature survives untouched
+    v = torch.from_numpy(np.linalg.svd(R.numpy(), full_matrices=True)[0][:, -1]).float()[None]
+    torch.testing.assert_close(project_gradient(v, M), v, atol=1e-6, rtol=0)
+
+
+def test_bad_threshold_and_channel_mismatch_raise():
+    with pytest.raises(HVPLError):
+        gpm_update(torch.randn(4, 5), None, 0.0)
+    with pytest.raises(HVPLError):
+        gpm_update(torch.randn(4, 5), torch.zeros(3, 1), 0.7)
+
+
+def test_basis_file_round_trip_and_errors(tmp_path):
+    M = gpm_update(torch.randn(8, 30), None, 0.7)
+    path = tmp_path / "ogc_basis.pt"
+    save_basis(path, M, 0.7, 30, 1)
+    data = torch.load(path, weights_only=True)
+    assert set(data) == {"basis", "energy_threshold", "num_features", "step"}
+    assert torch.equal(load_basis(path, channels=8), M)
+    with pytest.raises(HVPLError, match="channels"):
+        load_basis(path, channels=9)
+    with pytest.raises(HVPLError, match="not found"):
+        load_basis(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(HVPLError, match="junk.pt"):
+        load_basis(tmp_path / "junk.pt")
+
+
+_CHILD = """
+import sys, torch
+torch.set_num_threads(1)
+from hvpl.continual.ogc import load_basis, project_gradient
+g = torch.load(sys.argv[2], weights_only=True)
+out = project_gradient(g, load_basis(sys.argv[1]))
+torch.save(out, sys.argv[3])
+"""
+
+
+def test_same_basis_file_gives_same_projection_in_every_process(tmp_path):
+    M = gpm_update(torch.randn(16, 50, generator=torch.Generator().manual_seed(3)), None, 0.8)
+    save_basis(tmp_path / "b.pt", M, 0.8, 50, 1)
+    g = torch.randn(4, 16, generator=torch.Generator().manual_seed(4))
+    torch.save(g, tmp_path / "g.pt")
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "b.pt"), str(tmp_path / "g.pt"),
+                               str(tmp_path / f"out{r}.pt")]) for r in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    outs = [torch.load(tmp_path / f"out{r}.pt", weights_only=True) for r in range(2)]
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0], project_gradient(g, load_basis(tmp_path / "b.pt")))
