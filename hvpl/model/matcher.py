@@ -1,0 +1,117 @@
+"""Hungarian matching of predictions to ground-truth instances (method.md Section 4), frame and video level.
+
+Cost of assigning query q to target n:
+``cost_class * (-p_q(label_n)) + cost_mask * BCE(q, n) + cost_dice * dice(q, n)``, where p is the softmax over
+K+1 classes and BCE / dice are computed on ``num_points`` uniformly random points shared by all predictions and
+targets (at video level the same points in every frame, and a track is compared over all its frames at once).
+The assignment minimising the summed cost is found with ``scipy.optimize.linear_sum_assignment``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from hvpl.model.point_sampling import point_sample, rand_points
+
+
+def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean sigmoid BCE between every prediction and every target.
+
+    logits: (Q, P) mask logits on P points; targets: (N, P) in [0, 1]. Returns (Q, N).
+    """
+    num_points = logits.shape[1]
+    pos = F.softplus(-logits)  # BCE against target 1
+    neg = F.softplus(logits)   # BCE against target 0
+    return (pos @ targets.T + neg @ (1.0 - targets).T) / num_points
+
+
+def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1 - soft dice (smoothed by 1) between every prediction and every target.
+
+    logits: (Q, P); targets: (N, P). Returns (Q, N).
+    """
+    probs = logits.sigmoid()
+    numerator = 2.0 * probs @ targets.T
+    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    return 1.0 - (numerator + 1.0) / (denominator + 1.0)
+
+
+def sample_tracks(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Read masks at the same points in every frame.
+
+    masks: (M, T, H, W) (logits or 0/1); coords: (P, 2) normalised (x, y). Returns (M, T * P) float32.
+    """
+    m, t = masks.shape[:2]
+    if m == 0:
+        return masks.new_zeros((0, t * coords.shape[0]), dtype=torch.float32)
+    grid = coords.unsqueeze(0).expand(m, -1, -1)
+    return point_sample(masks.float(), grid).reshape(m, -1)
+
+
+class HungarianMatcher(nn.Module):
+    """Bipartite matching between the queries of one image / clip and its targets.
+
+    Args: cost weights (``cost_class``, ``cost_mask``, ``cost_dice``) and ``num_points`` sampled per match.
+    """
+
+    def __init__(self, cost_class: float, cost_mask: float, cost_dice: float, num_points: int):
+        super().__init__()
+        if cost_class == 0 and cost_mask == 0 and cost_dice == 0:
+            raise ValueError("all matching costs are 0")
+        self.cost_class = cost_class
+        self.cost_mask = cost_mask
+        self.cost_dice = cost_dice
+        self.num_points = num_points
+
+    @torch.no_grad()
+    def cost_matrix(self, logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
+                    tgt_masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+        """Matching cost for one image or clip.
+
+        logits: (Q, K+1); pred_masks: (Q, T, h, w); labels: (N,); tgt_masks: (N, T, H', W') covering the same
+        (padded) extent as the predictions; coords: (P, 2). Returns (Q, N) float32 on the CPU.
+        """
+        probs = logits.float().softmax(-1)
+        cost = -self.cost_class * probs[:, labels]
+        pred_pts = sample_tracks(pred_masks, coords)
+        tgt_pts = sample_tracks(tgt_masks, coords)
+        cost = cost + self.cost_mask * batch_bce_cost(pred_pts, tgt_pts)
+        cost = cost + self.cost_dice * batch_dice_cost(pred_pts, tgt_pts)
+        return cost.cpu()
+
+    @staticmethod
+    def assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minimum-cost assignment of a (Q, N) cost matrix -> (query indices, target indices), LongTensors (M,)."""
+        if cost.numel() == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            return empty, empty.clone()
+        cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
+        rows, cols = linear_sum_assignment(cost.numpy())
+        return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: list[dict], generator: torch.Generator | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Match every batch element.
+
+        outputs: ``pred_logits`` (B, Q, K+1) and ``pred_masks`` (B, Q, h, w) [frame] or (B, Q, T, h, w) [video].
+        targets: B dicts with ``labels`` (N,) and ``masks`` (N, H', W') [frame] or (N, T, H', W') [video],
+        zero-padded to the extent the predictions cover.
+        Returns B pairs (query indices, target indices), LongTensors of length min(Q, N).
+        """
+        pred_masks = outputs["pred_masks"]
+        video = pred_masks.dim() == 5
+        indices = []
+        for b, tgt in enumerate(targets):
+            labels = tgt["labels"]
+            masks = tgt["masks"] if video else tgt["masks"].unsqueeze(1)
+            preds = pred_masks[b] if video else pred_masks[b].unsqueeze(1)
+            if labels.numel() == 0:
+                indices.append(self.assign(torch.zeros(preds.shape[0], 0)))
+                continue
+            coords = rand_points((self.num_points, 2), generator, preds.device)
+            cost = self.cost_matrix(outputs["pred_logits"][b], preds, labels, masks.to(preds.device), coords)
+            indices.append(self.assign(cost))
+        return indices
