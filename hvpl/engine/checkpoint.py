@@ -1,0 +1,90 @@
+"""Resumable periodic checkpoints (pipeline.md: a sibling folder that is NOT a declared output).
+
+A checkpoint is one ``torch.save`` file ``ckpt_dir/ckpt_{iteration:08d}.pt`` written atomically, holding
+whatever the trainer passes (model, optimizer, scheduler, RNG states of every rank, data position,
+iteration, a config fingerprint). Only the latest :data:`KEEP` files are kept. On restart the newest
+readable checkpoint with a matching fingerprint is loaded; stale ones (another config) are ignored.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hvpl.utils.io import atomic_torch_save
+from hvpl.utils.logging import log
+
+KEEP = 2   # pipeline.md / engine spec: keep the latest two checkpoints
+_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+
+
+def checkpoint_path(ckpt_dir: Path, iteration: int) -> Path:
+    return Path(ckpt_dir) / f"ckpt_{iteration:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """``(iteration, path)`` of every checkpoint file in ``ckpt_dir``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-serialisable parts (config, step, method, seed, world size ...)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+def rng_state() -> dict:
+    """Every global RNG this process uses: python, numpy, torch CPU and (when initialised) CUDA."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -------------------------------------------------------------------------------------------- save / load
+def save_checkpoint(ckpt_dir: Path, iteration: int, state: dict, keep: int = KEEP) -> Path:
+    """Write ``state`` (with ``iteration`` added) atomically and delete all but the newest ``keep`` files."""
+    path = checkpoint_path(ckpt_dir, iteration)
+    atomic_torch_save(path, {**state, "iteration": int(iteration)})
+    for _, old in list_checkpoints(ckpt_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict | None:
+    """The newest readable checkpoint (whose ``fingerprint`` matches, when given), or None.
+
+    Loaded to CPU; the trainer moves tensors where they belong.
+    """
+    for iteration, path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a file cut short by a crash outside the atomic rename; try the previous one
+            log(f"{path}: unreadable checkpoint skipped ({exc})")
+            continue
+        if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:
+            log(f"{path}: checkpoint of another configuration ignored")
+            continue
+        log(f"resuming from {path} (iteration {iteration})")
+        return state
+    return None
+
