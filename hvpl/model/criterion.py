@@ -1,0 +1,212 @@
+"""Frame and video set criteria (method.md Section 4).
+
+For every output level (final + aux) the predictions are Hungarian-matched to the targets and scored with
+- softmax cross-entropy over K+1 classes, unmatched queries labelled no-object, the no-object class weighted by
+  ``no_object_weight`` (weighted mean, as ``F.cross_entropy`` with class weights);
+- sigmoid BCE and dice on ``num_points`` importance-sampled points per mask (per frame of a track at video level,
+  a track's points over all its frames forming one BCE mean and one dice), summed over matched pairs and divided
+  by the number of GT instances (averaged over processes when torch.distributed is initialised).
+The video level adds the similarity loss on the final outputs. Terms are returned already weighted by the
+config weights, keyed ``{frame,video}_loss_{ce,mask,dice}[_aux{i}]`` and ``video_loss_sim``; the total loss is
+the sum of the values.
+
+Targets are the clip dicts of DESIGN.md (``labels`` (N,), ``masks`` (N, T, H, W), ``present`` (N, T)):
+video targets = instances present in at least one frame, frame targets = instances present in that frame.
+Targets are zero-padded to the extent the predictions cover (``mask_stride`` x the prediction size).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from hvpl.model.matcher import HungarianMatcher
+from hvpl.model.point_sampling import pad_to, point_sample, uncertain_point_coords
+from hvpl.utils.errors import HVPLError
+
+REQUIRED_KEYS = ("class_weight", "mask_weight", "dice_weight", "sim_weight", "no_object_weight", "num_points",
+                 "oversample_ratio", "importance_sample_ratio")
+# Predicted masks are at 1/4 of the padded input (method.md Section 1); override with loss.mask_stride.
+DEFAULT_MASK_STRIDE = 4
+
+
+def split_targets(targets: list[dict], height: int, width: int, device: torch.device
+                  ) -> tuple[list[dict], list[dict]]:
+    """Clip targets -> (frame targets, video targets), masks zero-padded to (height, width).
+
+    Returns B*T frame dicts (index b*T + t) with ``labels`` (n,), ``masks`` (n, height, width) bool and ``ids``
+    (n,) = the instance's row in the clip, and B video dicts with ``labels``, ``masks`` (n, T, height, width), ``ids``.
+    """
+    frame_targets, video_targets = [], []
+    for clip in targets:
+        labels = clip["labels"].to(device)
+        masks = pad_to(clip["masks"].to(device).bool(), height, width)  # (N, T, height, width)
+        present = clip["present"].to(device).bool()
+        ids = torch.arange(labels.shape[0], device=device)
+        keep = present.any(1)
+        video_targets.append({"labels": labels[keep], "masks": masks[keep], "ids": ids[keep]})
+        for t in range(present.shape[1]):
+            sel = present[:, t]
+            frame_targets.append({"labels": labels[sel], "masks": masks[sel, t], "ids": ids[sel]})
+    return frame_targets, video_targets
+
+
+def count_instances(targets: list[dict], device: torch.device) -> float:
+    """Number of GT instances, averaged over processes when distributed; at least 1."""
+    num = torch.tensor(float(sum(int(t["labels"].numel()) for t in targets)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num)
+        num = num / dist.get_world_size()
+    return max(float(num.item()), 1.0)
+
+
+def sigmoid_bce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """logits, labels: (M, P). Mean BCE over points, summed over masks, divided by num_masks. Scalar."""
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return loss.mean(1).sum() / num_masks
+
+
+def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """logits, labels: (M, P). 1 - soft dice (smoothed by 1) per mask, summed, divided by num_masks. Scalar."""
+    probs = logits.sigmoid()
+    numerator = 2.0 * (probs * labels).sum(1)
+    denominator = probs.sum(1) + labels.sum(1)
+    return (1.0 - (numerator + 1.0) / (denominator + 1.0)).sum() / num_masks
+
+
+class SetCriterion(nn.Module):
+    """Frame + video criteria.
+
+    Args: ``loss_cfg`` = ``model_cfg["loss"]`` (weights, no-object weight, point sampling sizes),
+    ``num_classes`` = K, the number of classes seen so far (logits have K+1 entries).
+    """
+
+    def __init__(self, loss_cfg: dict, num_classes: int):
+        super().__init__()
+        missing = [k for k in REQUIRED_KEYS if k not in loss_cfg]
+        if missing:
+            raise HVPLError(f"model config: loss: missing key(s) {', '.join(missing)}")
+        self.cfg = dict(loss_cfg)
+        self.num_classes = num_classes
+        self.mask_stride = int(loss_cfg.get("mask_stride", DEFAULT_MASK_STRIDE))
+        self.matcher = HungarianMatcher(loss_cfg["class_weight"], loss_cfg["mask_weight"], loss_cfg["dice_weight"],
+                                        int(loss_cfg["num_points"]))
+        empty_weight = torch.ones(num_classes + 1)
+        empty_weight[-1] = loss_cfg["no_object_weight"]
+        self.register_buffer("empty_weight", empty_weight, persistent=False)
+
+    def forward(self, outputs: dict, targets: list[dict], generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+        """outputs: the training output dict of HVPLModel (``frame`` and/or ``video`` parts, DESIGN.md);
+        targets: B clip dicts. Returns {name: weighted scalar loss}."""
+        ref = outputs["frame"] if "frame" in outputs else outputs["video"]
+        h, w = ref["pred_masks"].shape[-2:]
+        device = ref["pred_masks"].device
+        frame_targets, video_targets = split_targets(targets, h * self.mask_stride, w * self.mask_stride, device)
+        losses: dict[str, torch.Tensor] = {}
+        frame_idx = video_idx = None
+        if "frame" in outputs:
+            frame_idx = self._output_losses(outputs["frame"], frame_targets, "frame", losses, generator)
+        if "video" in outputs:
+            video_idx = self._output_losses(outputs["video"], video_targets, "video", losses, generator)
+            video = outputs["video"]
+            if frame_idx is not None and "pred_fq_embed" in video and "pred_cq_embed" in video:
+                sim = similarity_loss(video["pred_fq_embed"], video["pred_cq_embed"], frame_idx, frame_targets,
+                                      video_idx, video_targets)
+                losses["video_loss_sim"] = self.cfg["sim_weight"] * sim
+        return losses
+
+    def _output_losses(self, out: dict, targets: list[dict], prefix: str, losses: dict,
+                       generator: torch.Generator | None) -> list:
+        """Add the weighted terms of the final and aux outputs of one level; return the final output's matching."""
+        num_masks = count_instances(targets, out["pred_masks"].device)
+        final_idx = None
+        levels = [(out, "")] + [(aux, f"_aux{i}") for i, aux in enumerate(out.get("aux_outputs", []))]
+        for level, suffix in levels:
+            indices = self.matcher(level, targets, generator)
+            if final_idx is None:
+                final_idx = indices
+            terms = self.level_losses(level, targets, indices, num_masks, generator)
+            for name, value in terms.items():
+                losses[f"{prefix}_{name}{suffix}"] = value
+        return final_idx
+
+    def level_losses(self, out: dict, targets: list[dict], indices: list, num_masks: float,
+                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Weighted CE, mask BCE and dice of one output level (frame (B, Q, h, w) or video (B, Q, T, h, w) masks)."""
+        logits = out["pred_logits"]
+        if logits.shape[-1] != self.num_classes + 1:
+            raise ValueError(f"pred_logits has {logits.shape[-1]} classes, the criterion expects "
+                             f"{self.num_classes} + 1 (no-object)")
+        return {"loss_ce": self.cfg["class_weight"] * self.class_loss(logits, targets, indices),
+                **self.mask_losses(out["pred_masks"], targets, indices, num_masks, generator)}
+
+    def class_loss(self, logits: torch.Tensor, targets: list[dict], indices: list) -> torch.Tensor:
+        """logits (B, Q, K+1): weighted-mean softmax CE, unmatched queries -> no-object (index K). Scalar."""
+        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device)
+        for b, (q_idx, t_idx) in enumerate(indices):
+            target_classes[b, q_idx.to(logits.device)] = targets[b]["labels"][t_idx.to(logits.device)]
+        weight = self.empty_weight.to(device=logits.device, dtype=torch.float32)
+        return F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight)
+
+    def mask_losses(self, pred_masks: torch.Tensor, targets: list[dict], indices: list, num_masks: float,
+                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Weighted point-sampled BCE and dice of the matched masks.
+
+        pred_masks: (B, Q, h, w) or (B, Q, T, h, w); target masks padded to (mask_stride*h, mask_stride*w).
+        """
+        video = pred_masks.dim() == 5
+        src, tgt = [], []
+        for b, (q_idx, t_idx) in enumerate(indices):
+            src.append(pred_masks[b][q_idx.to(pred_masks.device)])
+            tgt.append(targets[b]["masks"][t_idx.to(pred_masks.device)])
+        src = torch.cat(src) if src else pred_masks.new_zeros((0,))
+        if src.shape[0] == 0:
+            zero = pred_masks.sum() * 0.0  # keeps the graph connected (DDP) when nothing is matched
+            return {"loss_mask": zero, "loss_dice": zero.clone()}
+        tgt = torch.cat(tgt)
+        if not video:
+            src, tgt = src.unsqueeze(1), tgt.unsqueeze(1)
+        m, t = src.shape[:2]
+        src_flat = src.flatten(0, 1).unsqueeze(1).float()  # (M*T, 1, h, w)
+        tgt_flat = tgt.flatten(0, 1).unsqueeze(1).float()  # (M*T, 1, H', W')
+        coords = uncertain_point_coords(src_flat, int(self.cfg["num_points"]), float(self.cfg["oversample_ratio"]),
+                                        float(self.cfg["importance_sample_ratio"]), generator)
+        with torch.no_grad():
+            labels = point_sample(tgt_flat, coords).reshape(m, -1)
+        point_logits = point_sample(src_flat, coords).reshape(m, -1)
+        return {"loss_mask": self.cfg["mask_weight"] * sigmoid_bce_loss(point_logits, labels, num_masks),
+                "loss_dice": self.cfg["dice_weight"] * dice_loss(point_logits, labels, num_masks)}
+
+
+def similarity_loss(fq_embed: torch.Tensor, cq_embed: torch.Tensor, frame_indices: list, frame_targets: list,
+                    clip_indices: list, clip_targets: list) -> torch.Tensor:
+    """Similarity loss between matched frame-query and clip-query embeddings (unweighted).
+
+    fq_embed: (B, T, Qf, C); cq_embed: (B, Qv, C); frame_indices: B*T matchings (frame b*T + t);
+    clip_indices: B matchings; targets carry ``ids`` (the instance's row in its clip).
+    Per clip: the matched embeddings E (M, C) with instance ids, logits E E^T, target 1 where the ids agree;
+    BCE averaged over all (ordered) pairs from the same clip, pooled over clips. Scalar.
+    """
+    b_size, t_size = fq_embed.shape[:2]
+    pair_losses = []
+    for b in range(b_size):
+        embeds, ids = [], []
+        for t in range(t_size):
+            q_idx, t_idx = frame_indices[b * t_size + t]
+            embeds.append(fq_embed[b, t][q_idx.to(fq_embed.device)])
+            ids.append(frame_targets[b * t_size + t]["ids"][t_idx.to(fq_embed.device)])
+        q_idx, t_idx = clip_indices[b]
+        embeds.append(cq_embed[b][q_idx.to(cq_embed.device)])
+        ids.append(clip_targets[b]["ids"][t_idx.to(cq_embed.device)])
+        emb = torch.cat(embeds).float()
+        if emb.shape[0] == 0:
+            continue
+        inst = torch.cat(ids)
+        logits = emb @ emb.T
+        target = (inst[:, None] == inst[None, :]).float()
+        pair_losses.append(F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten())
+    if not pair_losses:
+        return fq_embed.sum() * 0.0 + cq_embed.sum() * 0.0
+    return torch.cat(pair_losses).mean()
