@@ -1,0 +1,190 @@
+"""Mask2Former frame decoder with base queries and task-specific frame prompt groups (method.md Section 1).
+
+Every layer: masked cross-attention to scale level ``i % 3`` -> self-attention -> FFN (post-norm, dropout 0).
+A prediction head (decoder norm + mask MLP) runs before layer 0 and after every layer. Query groups never
+interact: each group (group 0 = base queries, group k >= 1 = task k's prompts) runs through the decoder
+alone, so adding or changing a group cannot change another group's outputs. Class logits are not computed
+here (see :mod:`hvpl.model.classifier`); the decoder returns the normed query outputs of every layer.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hvpl.model.classifier import MLP
+from hvpl.model.position_encoding import PositionEmbeddingSine
+
+# The pixel decoder hands over three scales (strides 32, 16, 8), visited round-robin by the layers.
+NUM_FEATURE_LEVELS = 3
+# A previous-prediction pixel is attended to when its mask probability is >= this value.
+MASK_ATTN_THRESHOLD = 0.5
+
+
+class CrossAttentionLayer(nn.Module):
+    """Post-norm cross-attention: q = norm(q + attn(q + q_pos, mem + mem_pos, mem, mask))."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q, memory, q_pos, mem_pos, attn_mask=None):
+        """q: (N, Q, C); memory, mem_pos: (N, S, C); q_pos: (Q, C) or (N, Q, C);
+        attn_mask: (N * heads, Q, S) bool, True = not attended."""
+        out = self.attn(q + q_pos, memory + mem_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
+        return self.norm(q + out)
+
+
+class SelfAttentionLayer(nn.Module):
+    """Post-norm self-attention: q = norm(q + attn(q + pos, q + pos, q))."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q, q_pos):
+        """q: (N, Q, C); q_pos: broadcastable to q."""
+        qk = q + q_pos
+        return self.norm(q + self.attn(qk, qk, q, need_weights=False)[0])
+
+
+class FFNLayer(nn.Module):
+    """Post-norm feed-forward: q = norm(q + W2 relu(W1 q))."""
+
+    def __init__(self, dim: int, ffn_dim: int):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, q):
+        return self.norm(q + self.linear2(F.relu(self.linear1(q))))
+
+
+class FramePromptGroup(nn.Module):
+    """Task-specific frame prompts: content (P, C), per-layer positional prompts (L, P, C), own mask MLP."""
+
+    def __init__(self, num_prompts: int, num_layers: int, dim: int, mask_embed: MLP):
+        super().__init__()
+        self.content = nn.Parameter(torch.zeros(num_prompts, dim))
+        self.pos = nn.Parameter(torch.zeros(num_layers, num_prompts, dim))
+        self.mask_embed = mask_embed
+
+
+class FrameDecoder(nn.Module):
+    """Mask2Former transformer decoder; sizes from ``model_cfg["frame_decoder"]`` and ``hidden_dim``."""
+
+    def __init__(self, model_cfg: dict):
+        super().__init__()
+        cfg = model_cfg["frame_decoder"]
+        dim = model_cfg["hidden_dim"]
+        self.hidden_dim = dim
+        self.num_layers = cfg["num_layers"]
+        self.num_heads = cfg["num_heads"]
+        self.pe_layer = PositionEmbeddingSine(dim // 2, normalize=True)
+        self.level_embed = nn.Embedding(NUM_FEATURE_LEVELS, dim)
+        self.cross_layers = nn.ModuleList(CrossAttentionLayer(dim, self.num_heads) for _ in range(self.num_layers))
+        self.self_layers = nn.ModuleList(SelfAttentionLayer(dim, self.num_heads) for _ in range(self.num_layers))
+        self.ffn_layers = nn.ModuleList(FFNLayer(dim, cfg["ffn_dim"]) for _ in range(self.num_layers))
+        self.decoder_norm = nn.LayerNorm(dim)
+        self.query_feat = nn.Embedding(cfg["num_queries"], dim)
+        self.query_embed = nn.Embedding(cfg["num_queries"], dim)
+        self.mask_embed = MLP(dim, dim, dim, cfg["mask_mlp_layers"])
+        self.prompts = nn.ModuleList()
+
+    @property
+    def num_groups(self) -> int:
+        return 1 + len(self.prompts)
+
+    @torch.no_grad()
+    def add_group(self, num_prompts: int) -> FramePromptGroup:
+        """Append a prompt group initialised per method.md Section 3: content = P copies of the mean base
+        content query, every positional layer = the mean base positional query, mask MLP = copy of the base."""
+        group = FramePromptGroup(num_prompts, self.num_layers, self.hidden_dim, copy.deepcopy(self.mask_embed))
+        group.to(self.query_feat.weight.device)
+        group.content.copy_(self.query_feat.weight.mean(0).expand_as(group.content))
+        group.pos.copy_(self.query_embed.weight.mean(0).expand_as(group.pos))
+        self.prompts.append(group)
+        return group
+
+    def group_queries(self, group: int):
+        """-> (content (Qg, C), per-layer positions: a list of L tensors (Qg, C), mask MLP) of ``group``."""
+        if group == 0:
+            pos = self.query_embed.weight
+            return self.query_feat.weight, [pos] * self.num_layers, self.mask_embed
+        if not 1 <= group <= len(self.prompts):
+            raise IndexError(f"frame decoder has no query group {group} (groups 0..{len(self.prompts)})")
+        g = self.prompts[group - 1]
+        return g.content, list(g.pos.unbind(0)), g.mask_embed
+
+    def prepare_memory(self, multi_scale_features: Sequence[torch.Tensor]):
+        """[3 x (N, C, h_l, w_l)] -> lists of memory (N, h_l*w_l, C), positions (same), sizes (h_l, w_l)."""
+        if len(multi_scale_features) != NUM_FEATURE_LEVELS:
+            raise ValueError(f"expected {NUM_FEATURE_LEVELS} feature levels, got {len(multi_scale_features)}")
+        srcs, poss, sizes = [], [], []
+        for lvl, feat in enumerate(multi_scale_features):
+            sizes.append(tuple(feat.shape[-2:]))
+            poss.append(self.pe_layer(feat).flatten(2).transpose(1, 2))
+            srcs.append((feat.flatten(2) + self.level_embed.weight[lvl][None, :, None]).transpose(1, 2))
+        return srcs, poss, sizes
+
+    def _predict(self, q, mask_embed, mask_features, attn_size):
+        """q: (N, Qg, C) -> normed queries (N, Qg, C), mask logits (N, Qg, h, w),
+        attention mask for the next layer (N * heads, Qg, h_a * w_a) bool (True = blocked)."""
+        normed = self.decoder_norm(q)
+        masks = torch.einsum("nqc,nchw->nqhw", mask_embed(normed), mask_features)
+        with torch.no_grad():
+            small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
+            blocked = small.sigmoid().flatten(2) < MASK_ATTN_THRESHOLD
+            blocked[blocked.all(-1)] = False  # a query that would see nothing sees everything
+            blocked = blocked.repeat_interleave(self.num_heads, dim=0)
+        return normed, masks, blocked
+
+    def run_group(self, group: int, memory, mask_features: torch.Tensor, capture_layer0: bool = False) -> dict:
+        """One query group alone through the decoder.
+
+        memory: the output of :meth:`prepare_memory`; mask_features: (N, C, h, w).
+        Returns {"task": group, "queries": (L+1, N, Qg, C) normed outputs (entry 0 = before layer 0),
+        "masks": list of L+1 mask logits (N, Qg, h, w)} and, with capture_layer0, "layer0_self_attn":
+        (N, Qg, C), the layer-0 output right after self-attention.
+        """
+        srcs, poss, sizes = memory
+        content, pos_per_layer, mask_embed = self.group_queries(group)
+        n = mask_features.shape[0]
+        q = content.unsqueeze(0).expand(n, -1, -1)
+        normed, mask, attn_mask = self._predict(q, mask_embed, mask_features, sizes[0])
+        queries, masks, out = [normed], [mask], {"task": group}
+        for i in range(self.num_layers):
+            lvl = i % NUM_FEATURE_LEVELS
+            q = self.cross_layers[i](q, srcs[lvl], pos_per_layer[i], poss[lvl], attn_mask)
+            q = self.self_layers[i](q, pos_per_layer[i])
+            if capture_layer0 and i == 0:
+                out["layer0_self_attn"] = q
+            q = self.ffn_layers[i](q)
+            normed, mask, attn_mask = self._predict(q, mask_embed, mask_features,
+                                                    sizes[(i + 1) % NUM_FEATURE_LEVELS])
+            queries.append(normed)
+            masks.append(mask)
+        out["queries"] = torch.stack(queries, 0)
+        out["masks"] = masks
+        return out
+
+    def forward(self, multi_scale_features: Sequence[torch.Tensor], mask_features: torch.Tensor,
+                groups: Sequence[int] | None = None, capture_layer0: bool = False) -> dict:
+        """multi_scale_features: [3 x (N, C, h_l, w_l)] (strides 32, 16, 8); mask_features: (N, C, h, w).
+
+        ``groups``: the query groups to run (default: all), each alone. Returns {"groups": [run_group
+        output per group]} and, with capture_layer0, "layer0_self_attn": (N, sum of Qg, C) of those groups.
+        """
+        groups = list(range(self.num_groups)) if groups is None else list(groups)
+        memory = self.prepare_memory(multi_scale_features)
+        outs = [self.run_group(g, memory, mask_features, capture_layer0) for g in groups]
+        result = {"groups": outs}
+        if capture_layer0:
+            result["layer0_self_attn"] = torch.cat([o.pop("layer0_self_attn") for o in outs], dim=1)
+        return result
