@@ -1,0 +1,144 @@
+"""Forgetting of one run from its per-step metrics.json files (protocol.md Section 4).
+
+After every step k >= 1, treating k as the final step:
+
+- FAP / FAR1 (paper definition, class-wise): over the classes c introduced at a step s_c < k,
+  mean of max(0, a_c - f_c) / a_c / n_c with a_c = per-class AP (AR1) after step s_c, f_c = after step k,
+  n_c = k - s_c. Classes with a_c = 0 contribute 0 (the authors' code counts them as fully forgotten);
+  classes whose value is undefined (-1: no test video) at s_c or k are left out of the mean.
+- FAP_task / FAR1_task: the same with tasks instead of classes, a_i / f_i = the ``per_task`` AP (AR1) of task i
+  (videos containing task-i classes, categories restricted to task i); when a metrics file has no ``per_task``,
+  the task value is the mean of its classes' defined per-class values.
+- F_AP (Chaudhry et al. 2018): mean over old classes of (max over steps s_c..k-1 of AP_c) - AP_c after step k
+  (not clipped: negative means the class improved).
+- AP_old / AP_new / AP_all: the metrics' ``AP_old``, ``AP_new`` and ``stats.AP``.
+
+All values are fractions; forgetting is null at step 0 and for runs that do not start at step 0 (joint runs
+have a single step N-1).
+"""
+from __future__ import annotations
+
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_write_json, read_json
+
+FORGETTING_KEYS = ("FAP", "FAR1", "FAP_task", "FAR1_task", "F_AP")
+
+
+def _defined(x) -> bool:
+    return x is not None and x > -1
+
+
+def _mean(values: list):
+    return sum(values) / len(values) if values else None
+
+
+def paper_forgetting(first: dict, final: dict, intro: dict, k: int):
+    """Mean of max(0, a - f) / a / n over the units (classes or tasks) introduced before step k.
+
+    ``first[u]`` = value after the unit's introduction, ``final[u]`` = value after step k, ``intro[u]`` = s_u.
+    Returns None when no unit has defined values.
+    """
+    terms = []
+    for unit, s in intro.items():
+        if s >= k:
+            continue
+        a, f = first.get(unit), final.get(unit)
+        if not (_defined(a) and _defined(f)):
+            continue
+        terms.append(max(0.0, a - f) / a / (k - s) if a > 0 else 0.0)
+    return _mean(terms)
+
+
+def standard_forgetting(history: list, intro: dict, k: int):
+    """Chaudhry forgetting after step k; ``history[j]`` = {class: AP after step j} for j = 0..k."""
+    terms = []
+    for c, s in intro.items():
+        if s >= k or not _defined(history[k].get(c)):
+            continue
+        earlier = [history[j].get(c) for j in range(s, k) if _defined(history[j].get(c))]
+        if earlier:
+            terms.append(max(earlier) - history[k][c])
+    return _mean(terms)
+
+
+def _per_class(metrics: dict, key: str) -> dict:
+    return {int(c): v[key] for c, v in metrics.get("per_class", {}).items()}
+
+
+def _per_task(metrics: dict, key: str, steps: list) -> dict:
+    """{task: value}: the metrics' per_task entry, else the mean of the task's defined per-class values."""
+    if "per_task" in metrics:
+        return {int(t): v[key] for t, v in metrics["per_task"].items()}
+    per_class = _per_class(metrics, key)
+    out = {}
+    for task, cats in enumerate(steps):
+        vals = [per_class[c] for c in cats if _defined(per_class.get(c))]
+        out[task] = _mean(vals) if vals else -1.0
+    return out
+
+
+def _old_new(metrics: dict, steps: list, step: int) -> tuple:
+    """(AP_old, AP_new) from the metrics, else the mean of the defined per-class APs (-1 if none)."""
+    if "AP_old" in metrics and "AP_new" in metrics:
+        return metrics["AP_old"], metrics["AP_new"]
+    per_class = _per_class(metrics, "AP")
+
+    def mean_of(cats):
+        vals = [per_class[c] for c in cats if _defined(per_class.get(c))]
+        return _mean(vals) if vals else -1.0
+    return mean_of([c for t in steps[:step] for c in t]), mean_of(steps[step])
+
+
+def compute_forgetting(metrics_list: list, steps: list) -> dict:
+    """``metrics_list[i]`` = metrics dict of the i-th step of a run (steps consecutive); see module docstring."""
+    run_steps = [m["step"] for m in metrics_list]
+    consecutive = run_steps == list(range(len(run_steps)))
+    class_intro = {c: t for t, cats in enumerate(steps) for c in cats}
+    task_intro = {t: t for t in range(len(steps))}
+    hist = {key: [_per_class(m, key) for m in metrics_list] for key in ("AP", "AR1")}
+    task_hist = {key: [_per_task(m, key, steps) for m in metrics_list] for key in ("AP", "AR1")}
+    per_step = []
+    for i, (m, k) in enumerate(zip(metrics_list, run_steps)):
+        ap_old, ap_new = _old_new(m, steps, k)
+        entry = {"step": k, **dict.fromkeys(FORGETTING_KEYS)}
+        if consecutive and k >= 1:
+            first = {key: {c: hist[key][s].get(c) for c, s in class_intro.items() if s <= k} for key in hist}
+            first_t = {key: {t: task_hist[key][t].get(t) for t in range(k + 1)} for key in hist}
+            entry.update(FAP=paper_forgetting(first["AP"], hist["AP"][i], class_intro, k),
+                         FAR1=paper_forgetting(first["AR1"], hist["AR1"][i], class_intro, k),
+                         FAP_task=paper_forgetting(first_t["AP"], task_hist["AP"][i], task_intro, k),
+                         FAR1_task=paper_forgetting(first_t["AR1"], task_hist["AR1"][i], task_intro, k),
+                         F_AP=standard_forgetting(hist["AP"], class_intro, k))
+        entry.update(AP_old=ap_old, AP_new=ap_new, AP_all=m["stats"]["AP"])
+        per_step.append(entry)
+    return {"per_step": per_step, "zero_initial_value": "contributes 0 (the authors' code counts it as 100%)"}
+
+
+def _load(metrics_paths: list, steps: list) -> list:
+    out = []
+    for i, path in enumerate(metrics_paths):
+        m = read_json(path)
+        if not isinstance(m, dict) or not isinstance(m.get("stats"), dict) or "per_class" not in m:
+            raise HVPLError(f"{path}: not a metrics.json of 'hvpl evaluate' (needs 'stats' and 'per_class')")
+        m.setdefault("step", i)
+        if not 0 <= m["step"] < len(steps):
+            raise HVPLError(f"{path}: step: {m['step']} is outside the {len(steps)} steps of the classes file")
+        out.append(m)
+    for prev, cur, path in zip(out, out[1:], metrics_paths[1:]):
+        if cur["step"] != prev["step"] + 1:
+            raise HVPLError(f"{path}: step: {cur['step']} does not follow step {prev['step']}; "
+                            "give the metrics of consecutive steps in order")
+    return out
+
+
+def forgetting_files(metrics_paths: list, classes_path, out_path) -> dict:
+    """Read the run's metrics.json files (steps in order) and classes.json; write forgetting.json atomically."""
+    classes = read_json(classes_path)
+    steps = classes.get("steps") if isinstance(classes, dict) else None
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, list) for s in steps):
+        raise HVPLError(f"{classes_path}: steps: must be a non-empty list of lists of category ids")
+    if not metrics_paths:
+        raise HVPLError("forgetting: no metrics files given")
+    result = compute_forgetting(_load(list(metrics_paths), steps), steps)
+    atomic_write_json(out_path, result)
+    return result
