@@ -16,6 +16,7 @@ from torch import nn
 
 from hvpl.model.classifier import MLP
 from hvpl.model.frame_decoder import CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from hvpl.model.tree_scan import VideoContextEncoder
 
 
 class VideoPromptGroup(nn.Module):
@@ -43,12 +44,7 @@ class VideoDecoder(nn.Module):
         self.num_frame_layers_train = cfg["num_frame_layers_train"]
         self.input_proj = nn.Linear(dim, dim)
         enc_layers = cfg["enc_layers"] if context else 0
-        if enc_layers > 0:
-            from hvpl.model.tree_scan import VideoContextEncoder
-
-            self.context_encoder = VideoContextEncoder(dim, enc_layers, cfg["tree_scan"])
-        else:
-            self.context_encoder = nn.Identity()
+        self.context_encoder = VideoContextEncoder(dim, enc_layers, cfg["tree_scan"])
         heads = cfg["num_heads"]
         self.cross_layers = nn.ModuleList(CrossAttentionLayer(dim, heads) for _ in range(self.num_layers))
         self.self_layers = nn.ModuleList(SelfAttentionLayer(dim, heads) for _ in range(self.num_layers))
