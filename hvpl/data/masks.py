@@ -1,0 +1,111 @@
+"""Per-frame segmentation codecs of the YouTube-VIS / OVIS format (pycocotools underneath).
+
+A segmentation entry is one of:
+
+- ``None`` (the instance is absent in that frame),
+- compressed RLE ``{"size": [H, W], "counts": "<str>"}``,
+- uncompressed RLE ``{"size": [H, W], "counts": [int, ...]}``,
+- polygons ``[[x0, y0, x1, y1, ...], ...]`` (one or more rings).
+
+Decoded masks are ``numpy.ndarray`` of dtype bool, shape ``(H, W)``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from hvpl.utils.errors import HVPLError
+
+
+def _rle_size(seg: dict, where: str) -> tuple[int, int]:
+    size = seg.get("size")
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise HVPLError(f"{where}: RLE without a valid 'size' [H, W]")
+    return int(size[0]), int(size[1])
+
+
+def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
+    """Cheap structural check of one frame's entry (no decoding): type and RLE size == (height, width)."""
+    if seg is None:
+        return
+    if isinstance(seg, dict):
+        if "counts" not in seg:
+            raise HVPLError(f"{where}: RLE without 'counts'")
+        h, w = _rle_size(seg, where)
+        if (h, w) != (height, width):
+            raise HVPLError(f"{where}: mask size {h}x{w} differs from the video size {height}x{width}")
+        return
+    if isinstance(seg, list):
+        for ring in seg:
+            if not isinstance(ring, list) or len(ring) < 6 or len(ring) % 2:
+                raise HVPLError(f"{where}: a polygon needs an even number (>= 6) of coordinates")
+        return
+    raise HVPLError(f"{where}: segmentation must be null, an RLE dict or a polygon list, got {type(seg).__name__}")
+
+
+def to_compressed_rle(seg: Any, height: int, width: int, where: str = "segmentation") -> dict | None:
+    """Any non-null entry -> pycocotools compressed RLE (``counts`` as bytes); ``None`` stays ``None``."""
+    check_segmentation(seg, height, width, where)
+    if seg is None:
+        return None
+    if isinstance(seg, list):
+        if not seg:
+            return None
+        rles = mask_util.frPyObjects(seg, height, width)
+        return mask_util.merge(rles)
+    counts = seg["counts"]
+    if isinstance(counts, list):
+        return mask_util.frPyObjects(seg, height, width)
+    if isinstance(counts, str):
+        return {"size": [height, width], "counts": counts.encode("ascii")}
+    if isinstance(counts, bytes):
+        return {"size": [height, width], "counts": counts}
+    raise HVPLError(f"{where}: RLE 'counts' must be a string or a list of integers")
+
+
+def decode_segmentation(seg: Any, height: int, width: int, where: str = "segmentation") -> np.ndarray | None:
+    """One frame's entry -> bool mask (height, width), or ``None`` when the entry is null.
+
+    Raises HVPLError (naming ``where``) on a malformed entry or a size that differs from the video.
+    """
+    rle = to_compressed_rle(seg, height, width, where)
+    if rle is None:
+        return None
+    try:
+        mask = mask_util.decode(rle)
+    except Exception as exc:  # pycocotools raises bare Exceptions/ValueErrors on corrupt counts
+        raise HVPLError(f"{where}: cannot decode the RLE ({exc})") from exc
+    return mask.astype(bool)
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """Bool mask (H, W) -> JSON-ready compressed RLE ``{"size": [H, W], "counts": str}``."""
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def mask_bbox(mask: np.ndarray) -> list[float] | None:
+    """Tight box ``[x, y, w, h]`` of a bool mask (H, W); ``None`` for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return None
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)]
+
+
+def encode_track(masks: np.ndarray) -> tuple[list, list, list]:
+    """Masks (T, H, W) -> (segmentations, areas, bboxes) per frame, ``None`` where the mask is empty."""
+    segs, areas, boxes = [], [], []
+    for mask in masks:
+        area = int(mask.sum())
+        if area == 0:
+            segs.append(None)
+            areas.append(None)
+            boxes.append(None)
+        else:
+            segs.append(encode_mask(mask))
+            areas.append(float(area))
+            boxes.append(mask_bbox(mask))
+    return segs, areas, boxes

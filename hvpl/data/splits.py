@@ -1,0 +1,185 @@
+"""Class-incremental scenario splits (protocol.md Sections 1-2) -> the split folder of DESIGN.md.
+
+``make_scenario_split`` writes into ``out_dir``:
+
+- ``classes.json``: class order, the category ids of each step, categories, whether we re-split;
+- ``split_info.json``: where the train/test videos came from (paper split files or our seeded re-split);
+- ``train_step{t}.json``: train videos with annotations of step-t classes only (others dropped);
+- ``test_step{t}.json``: test videos with >= 1 instance of a seen class, GT and categories = seen classes;
+- ``train_all.json``: every class (the joint method's training set).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from hvpl.data.ytvis import filter_classes, load_ytvis, resolve_layout, video_classes
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_write_json
+from hvpl.utils.logging import log
+
+
+def class_order(scenario: dict, categories: list[dict], where: str) -> list[int]:
+    """Category ids in class order: ``scenario["class_order"]`` if given, else ascending id."""
+    ids = sorted(c["id"] for c in categories)
+    order = scenario.get("class_order") or ids
+    if sorted(order) != ids:
+        raise HVPLError(f"scenario '{scenario['name']}': class_order {order} is not a permutation of the "
+                        f"category ids {ids} of {where}")
+    if len(order) != scenario["num_classes"]:
+        raise HVPLError(f"scenario '{scenario['name']}': num_classes {scenario['num_classes']} but {where} has "
+                        f"{len(order)} categories")
+    return list(order)
+
+
+def step_classes(order: list[int], base: int, increment: int) -> list[list[int]]:
+    """Category ids introduced at each step: the first ``base``, then ``increment`` at a time."""
+    steps = [order[:base]]
+    for start in range(base, len(order), increment):
+        steps.append(order[start:start + increment])
+    return steps
+
+
+def _pick_seed_videos(order, vid_classes, perm, counts, test, test_count, where):
+    """Phase 1: every class gets one test video (rarest class first) while keeping >= 1 train video."""
+    for c in sorted(order, key=lambda c: (counts[c], order.index(c))):
+        if test_count[c] > 0:
+            continue
+        for v in perm:
+            cls = vid_classes[v]
+            if c in cls and v not in test and all(counts[k] - test_count[k] > 1 for k in cls):
+                test.add(v)
+                for k in cls:
+                    test_count[k] += 1
+                break
+        else:
+            raise HVPLError(f"{where}: class {c} has {counts[c]} video(s); the re-split needs >= 2 "
+                            f"(one train, one test) that do not starve another class")
+
+
+def stratified_resplit(data: dict, order: list[int], test_ratio: float, seed: int, where: str):
+    """Seeded, class-stratified train/test split of ``data``'s videos -> (train_ids, test_ids), sorted.
+
+    Every class gets >= 1 test and >= 1 train video; per class at most ceil(ratio * count) test videos;
+    about ``round(ratio * #videos)`` test videos in total.
+    """
+    if not 0.0 < test_ratio < 1.0:
+        raise HVPLError(f"{where}: split.test_ratio must be in (0, 1), got {test_ratio}")
+    vid_classes = video_classes(data)
+    ids = sorted(vid_classes)
+    perm = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    counts = {c: 0 for c in order}
+    for cls in vid_classes.values():
+        for c in cls:
+            counts[c] += 1
+    test, test_count = set(), {c: 0 for c in order}
+    _pick_seed_videos(order, vid_classes, perm, counts, test, test_count, where)
+    target = round(test_ratio * len(ids))
+    caps = {c: math.ceil(test_ratio * counts[c]) for c in order}
+    for v in perm:
+        if len(test) >= target:
+            break
+        cls = vid_classes[v]
+        if v in test or any(test_count[k] >= caps[k] or counts[k] - test_count[k] <= 1 for k in cls):
+            continue
+        test.add(v)
+        for k in cls:
+            test_count[k] += 1
+    return sorted(set(ids) - test), sorted(test)
+
+
+def _merge_split_files(train_path: Path, test_path: Path) -> tuple[dict, list[int], list[int]]:
+    """Paper split files -> one dict holding both splits + the two video id lists."""
+    train = load_ytvis(train_path)
+    test = load_ytvis(test_path)
+    clash = {v["id"] for v in train["videos"]} & {v["id"] for v in test["videos"]}
+    if clash:
+        raise HVPLError(f"{test_path}: video id {min(clash)} is also in {train_path}")
+    if {c["id"] for c in train["categories"]} != {c["id"] for c in test["categories"]}:
+        raise HVPLError(f"{test_path}: categories differ from those of {train_path}")
+    merged = dict(train, videos=train["videos"] + test["videos"],
+                  annotations=train["annotations"] + test["annotations"])
+    ann_ids = [a["id"] for a in merged["annotations"]]
+    if len(set(ann_ids)) != len(ann_ids):
+        # The two files number annotations independently; renumber so ids stay unique.
+        merged["annotations"] = [dict(a, id=i + 1) for i, a in enumerate(merged["annotations"])]
+    return merged, sorted(v["id"] for v in train["videos"]), sorted(v["id"] for v in test["videos"])
+
+
+def _categories_in_order(data: dict, ids: list[int]) -> list[dict]:
+    by_id = {c["id"]: c for c in data["categories"]}
+    return [by_id[i] for i in ids]
+
+
+def _rel_image_root(frames: Path, out_dir: Path) -> str:
+    try:
+        return os.path.relpath(frames.resolve(), out_dir.resolve())
+    except ValueError:  # different drives (Windows): fall back to an absolute path
+        return str(frames.resolve())
+
+
+def _step_files(data, order, steps, train_ids, test_ids, out_dir: Path, image_root: str) -> dict[str, dict]:
+    """File name -> YouTube-VIS dict of every per-step file (built fully before anything is written)."""
+    files = {}
+    for t, new in enumerate(steps):
+        seen = [c for s in steps[:t + 1] for c in s]
+        for name, ids, vids in ((f"train_step{t}.json", new, train_ids), (f"test_step{t}.json", seen, test_ids)):
+            files[name] = filter_classes(data, ids, categories=_categories_in_order(data, ids), drop_empty=True,
+                                         video_ids=vids, where=str(out_dir / name))
+    files["train_all.json"] = filter_classes(data, order, categories=_categories_in_order(data, order),
+                                             drop_empty=True, video_ids=train_ids,
+                                             where=str(out_dir / "train_all.json"))
+    return {name: dict(obj, image_root=image_root) for name, obj in files.items()}
+
+
+def _per_class_counts(data: dict, ids: list[int], order: list[int]) -> dict[str, int]:
+    vid_classes = video_classes(data)
+    return {str(c): sum(c in vid_classes[v] for v in ids) for c in order}
+
+
+def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:
+    """Split ``scenario``'s dataset under ``data_root`` into the per-step files in ``out_dir``.
+
+    Uses the paper's split files when present, else a seeded class-stratified re-split of train.json
+    (``seed``, default ``scenario["split"]["seed"]``). Returns the classes.json dict.
+    """
+    layout = resolve_layout(scenario["dataset"], data_root)
+    split_cfg = scenario.get("split") or {}
+    seed = split_cfg.get("seed", 0) if seed is None else seed
+    out_dir = Path(out_dir)
+    if layout.split_files is not None:
+        data, train_ids, test_ids = _merge_split_files(*layout.split_files)
+        source = [str(p) for p in layout.split_files]
+        resplit = False
+        log(f"{scenario['name']}: using the paper's split files {source[0]}, {source[1]}")
+    else:
+        data = load_ytvis(layout.train_json)
+        source = [str(layout.train_json)]
+        resplit = True
+    order = class_order(scenario, data["categories"], source[0])
+    if resplit:
+        train_ids, test_ids = stratified_resplit(data, order, split_cfg.get("test_ratio", 0.2), seed,
+                                                 str(layout.train_json))
+        log(f"{scenario['name']}: no paper split files; re-split {layout.train_json} with seed {seed} "
+            f"into {len(train_ids)} train / {len(test_ids)} test videos")
+    steps = step_classes(order, scenario["base"], scenario["increment"])
+    files = _step_files(data, order, steps, train_ids, test_ids, out_dir,
+                        _rel_image_root(layout.train_frames, out_dir))
+    info = {"scenario": scenario["name"], "dataset": scenario["dataset"], "source": source, "resplit": resplit,
+            "split_seed": seed if resplit else None, "test_ratio": split_cfg.get("test_ratio") if resplit else None,
+            "frames": str(layout.train_frames), "num_train_videos": len(train_ids),
+            "num_test_videos": len(test_ids), "train_videos_per_class": _per_class_counts(data, train_ids, order),
+            "test_videos_per_class": _per_class_counts(data, test_ids, order),
+            "train_video_ids": train_ids, "test_video_ids": test_ids}
+    for name, obj in files.items():
+        atomic_write_json(out_dir / name, obj, indent=None)
+    atomic_write_json(out_dir / "split_info.json", info)
+    classes = {"scenario": scenario["name"], "dataset": scenario["dataset"], "class_order": order,
+               "steps": steps, "categories": [{"id": c["id"], "name": c["name"]}
+                                              for c in _categories_in_order(data, order)],
+               "resplit": resplit, "split_seed": seed if resplit else None}
+    atomic_write_json(out_dir / "classes.json", classes)
+    return classes

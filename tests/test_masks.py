@@ -1,0 +1,71 @@
+"""RLE (compressed / uncompressed), polygon and null segmentations."""
+import numpy as np
+import pytest
+
+from hvpl.data.masks import check_segmentation, decode_segmentation, encode_mask, encode_track, mask_bbox
+from hvpl.utils.errors import HVPLError
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """Independent COCO uncompressed RLE: run lengths over the column-major flattening, starting with 0s."""
+    flat = mask.flatten(order="F").astype(np.uint8)
+    counts, current, run = [], 0, 0
+    for value in flat:
+        if value == current:
+            run += 1
+        else:
+            counts.append(run)
+            current, run = value, 1
+    counts.append(run)
+    return {"size": list(mask.shape), "counts": counts}
+
+
+@pytest.fixture
+def mask():
+    rng = np.random.default_rng(0)
+    m = rng.random((7, 9)) > 0.6
+    m[0, 0] = True  # first run of zeros has length 0
+    return m
+
+
+def test_compressed_round_trip(mask):
+    rle = encode_mask(mask)
+    assert isinstance(rle["counts"], str) and rle["size"] == [7, 9]
+    np.testing.assert_array_equal(decode_segmentation(rle, 7, 9), mask)
+
+
+def test_uncompressed_rle(mask):
+    rle = _uncompressed_rle(mask)
+    assert rle["counts"][0] == 0
+    np.testing.assert_array_equal(decode_segmentation(rle, 7, 9), mask)
+
+
+def test_polygon_rectangle():
+    poly = [[1.0, 1.0, 6.0, 1.0, 6.0, 4.0, 1.0, 4.0]]
+    m = decode_segmentation(poly, 8, 10)
+    assert m.shape == (8, 10)
+    assert m[2:4, 2:6].all()
+    assert not m[6:, :].any() and not m[:, 8:].any()
+    assert abs(int(m.sum()) - 15) <= 10  # 5 x 3 box, rasterisation adds a border
+
+
+def test_null_and_errors():
+    assert decode_segmentation(None, 4, 4) is None
+    with pytest.raises(HVPLError, match="vid.json: annotation 3.*differs from the video size"):
+        decode_segmentation(encode_mask(np.ones((4, 5), bool)), 4, 4, "vid.json: annotation 3")
+    with pytest.raises(HVPLError, match="polygon"):
+        check_segmentation([[1, 2, 3]], 4, 4, "x")
+    with pytest.raises(HVPLError, match="segmentation must be"):
+        check_segmentation(5, 4, 4, "x")
+
+
+def test_encode_track_and_bbox():
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, 1:3, 2:7] = True
+    masks[2, 5, 0] = True
+    segs, areas, boxes = encode_track(masks)
+    assert segs[1] is None and areas[1] is None and boxes[1] is None
+    assert areas[0] == 10.0 and boxes[0] == [2.0, 1.0, 5.0, 2.0]
+    assert boxes[2] == [0.0, 5.0, 1.0, 1.0]
+    np.testing.assert_array_equal(decode_segmentation(segs[0], 6, 8), masks[0])
+    assert mask_bbox(np.zeros((2, 2), bool)) is None

@@ -1,0 +1,135 @@
+"""Scenario splits against hand-made JSONs (protocol.md Section 2 rules, DESIGN.md classes.json)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from hvpl.data.splits import make_scenario_split, stratified_resplit, step_classes
+from hvpl.utils.errors import HVPLError
+
+# video id -> category ids of its instances (one annotation per entry)
+VIDEO_CATS = {1: [1], 2: [1, 2], 3: [2], 4: [3], 5: [3, 4], 6: [4], 7: [1, 3], 8: [2, 4], 9: [1], 10: [2, 2],
+              11: [3], 12: [4], 13: [], 14: [1, 4]}
+
+
+def make_dataset(video_cats=VIDEO_CATS, length=2):
+    videos, anns = [], []
+    for vid, cats in video_cats.items():
+        videos.append({"id": vid, "width": 4, "height": 3, "length": length,
+                       "file_names": [f"v{vid}/{t}.jpg" for t in range(length)]})
+        for c in cats:
+            anns.append({"id": 100 + len(anns), "video_id": vid, "category_id": c, "iscrowd": 0,
+                         "segmentations": [None, {"size": [3, 4], "counts": [12]}][:length]})
+    cats = [{"id": c, "name": f"c{c}"} for c in (4, 2, 3, 1)]  # deliberately not sorted
+    return {"videos": videos, "annotations": anns, "categories": cats}
+
+
+def scenario(**kw):
+    sc = {"name": "toy", "dataset": "synthetic", "num_classes": 4, "base": 2, "increment": 1,
+          "class_order": None, "split": {"test_ratio": 0.4, "seed": 0}}
+    sc.update(kw)
+    return sc
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "data"
+    (r / "train" / "JPEGImages").mkdir(parents=True)
+    (r / "train.json").write_text(json.dumps(make_dataset()))
+    return r
+
+
+def load(p: Path):
+    return json.loads(p.read_text())
+
+
+def test_step_classes():
+    assert step_classes([5, 1, 2, 3, 4, 6], 2, 2) == [[5, 1], [2, 3], [4, 6]]
+
+
+def test_resplit_properties():
+    data = make_dataset()
+    order = [1, 2, 3, 4]
+    train, test = stratified_resplit(data, order, 0.4, seed=3, where="x")
+    assert sorted(train + test) == sorted(VIDEO_CATS) and not set(train) & set(test)
+    for c in order:
+        assert any(c in VIDEO_CATS[v] for v in test), c
+        assert any(c in VIDEO_CATS[v] for v in train), c
+    assert abs(len(test) - round(0.4 * len(VIDEO_CATS))) <= 1
+    assert stratified_resplit(data, order, 0.4, seed=3, where="x") == (train, test)
+    others = {tuple(stratified_resplit(data, order, 0.4, seed=s, where="x")[1]) for s in range(6)}
+    assert len(others) > 1
+
+
+def test_resplit_needs_two_videos_per_class():
+    with pytest.raises(HVPLError, match="x: class 3 has 1 video"):
+        stratified_resplit(make_dataset({1: [1], 2: [1], 3: [3]}), [1, 3], 0.5, 0, "x")
+
+
+def test_scenario_split_rules(root, tmp_path):
+    out = tmp_path / "split"
+    classes = make_scenario_split(scenario(class_order=[3, 1, 4, 2]), root, out, seed=None)
+    assert classes == load(out / "classes.json")
+    assert classes["class_order"] == [3, 1, 4, 2]
+    assert classes["steps"] == [[3, 1], [4], [2]]
+    assert [c["id"] for c in classes["categories"]] == [3, 1, 4, 2]
+    assert classes["categories"][0] == {"id": 3, "name": "c3"}
+    assert classes["resplit"] is True and classes["split_seed"] == 0 and classes["dataset"] == "synthetic"
+    info = load(out / "split_info.json")
+    train_ids, test_ids = set(info["train_video_ids"]), set(info["test_video_ids"])
+    assert info["resplit"] and train_ids | test_ids == set(VIDEO_CATS) and not train_ids & test_ids
+    for t, new in enumerate(classes["steps"]):
+        seen = [c for s in classes["steps"][:t + 1] for c in s]
+        tr, te = load(out / f"train_step{t}.json"), load(out / f"test_step{t}.json")
+        exp_train_videos = sorted(v for v in train_ids if set(VIDEO_CATS[v]) & set(new))
+        assert sorted(v["id"] for v in tr["videos"]) == exp_train_videos
+        assert sorted(a["category_id"] for a in tr["annotations"]) == sorted(
+            c for v in exp_train_videos for c in VIDEO_CATS[v] if c in new)
+        assert [c["id"] for c in tr["categories"]] == new
+        exp_test_videos = sorted(v for v in test_ids if set(VIDEO_CATS[v]) & set(seen))
+        assert sorted(v["id"] for v in te["videos"]) == exp_test_videos
+        assert sorted(a["category_id"] for a in te["annotations"]) == sorted(
+            c for v in exp_test_videos for c in VIDEO_CATS[v] if c in seen)
+        assert [c["id"] for c in te["categories"]] == seen
+        for d in (tr, te):
+            assert (out / d["image_root"]).resolve() == (root / "train" / "JPEGImages").resolve()
+    full = load(out / "train_all.json")
+    assert sorted(v["id"] for v in full["videos"]) == sorted(v for v in train_ids if VIDEO_CATS[v])
+    assert [c["id"] for c in full["categories"]] == [3, 1, 4, 2]
+
+
+def test_scenario_split_deterministic(root, tmp_path):
+    a = make_scenario_split(scenario(), root, tmp_path / "a", seed=5)
+    b = make_scenario_split(scenario(), root, tmp_path / "b", seed=5)
+    assert a == b and a["class_order"] == [1, 2, 3, 4]
+    for name in ("train_step0.json", "test_step2.json", "split_info.json"):
+        assert load(tmp_path / "a" / name)["videos" if "step" in name else "test_video_ids"] == \
+            load(tmp_path / "b" / name)["videos" if "step" in name else "test_video_ids"]
+
+
+def test_paper_split_files(tmp_path):
+    ds_root = tmp_path / "ytvis_2019"
+    (ds_root / "train" / "JPEGImages").mkdir(parents=True)
+    data = make_dataset()
+    (ds_root / "train.json").write_text(json.dumps(data))
+    split = tmp_path / "split_dataset" / "YouTube-2019"
+    split.mkdir(parents=True)
+    test_vids = {2, 5, 6, 11}
+    for name, keep in (("train_split.json", lambda v: v not in test_vids), ("test_split.json", test_vids.__contains__)):
+        part = dict(data, videos=[v for v in data["videos"] if keep(v["id"])],
+                    annotations=[a for a in data["annotations"] if keep(a["video_id"])])
+        (split / name).write_text(json.dumps(part))
+    classes = make_scenario_split(scenario(dataset="ytvis_2019"), tmp_path, tmp_path / "out", seed=None)
+    assert classes["resplit"] is False and classes["split_seed"] is None
+    info = load(tmp_path / "out" / "split_info.json")
+    assert set(info["test_video_ids"]) == test_vids
+    te = load(tmp_path / "out" / "test_step2.json")
+    assert {v["id"] for v in te["videos"]} == test_vids
+
+
+def test_split_errors(root, tmp_path):
+    with pytest.raises(HVPLError, match="not a permutation"):
+        make_scenario_split(scenario(class_order=[1, 2, 3, 9]), root, tmp_path / "x", seed=0)
+    with pytest.raises(HVPLError, match="num_classes 5"):
+        make_scenario_split(scenario(num_classes=5), root, tmp_path / "x", seed=0)
+    assert not (tmp_path / "x").exists()
