@@ -1,0 +1,155 @@
+"""ClipDataset / VideoDataset / clip-consistent transforms on the tiny synthetic split."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hvpl.data.clip_dataset import ClipDataset, VideoDataset, collate_clips
+from hvpl.data.masks import decode_segmentation
+from hvpl.data.transforms import ClipTransform, apply_to_masks, resize_shape, sample_clip_transform
+from hvpl.utils.errors import HVPLError
+
+T, RANGE = 3, 1
+
+
+def raw(split_dir, name):
+    data = json.loads((split_dir / name).read_text())
+    return data, (split_dir / data["image_root"])
+
+
+@pytest.fixture(scope="module")
+def no_flip(tiny_scenario):
+    return dict(tiny_scenario["input"], flip=False)
+
+
+def test_item_matches_independent_decoding(tiny_split_dir, no_flip):
+    ds = ClipDataset(tiny_split_dir / "train_step1.json", T, RANGE, no_flip, seed=0)
+    data, root = raw(tiny_split_dir, "train_step1.json")
+    order = json.loads((tiny_split_dir / "classes.json").read_text())["class_order"]
+    videos = {v["id"]: v for v in data["videos"]}
+    for i in range(6):
+        item = ds[i]
+        fi = item["frame_indices"].tolist()
+        assert fi == sorted(fi) and len(fi) == T
+        assert any(all(abs(f - r) <= RANGE for f in fi) for r in fi)
+        v = videos[item["video_id"]]
+        frames = np.stack([np.asarray(Image.open(root / v["file_names"][t])) for t in fi])
+        assert item["images"].dtype == torch.float32 and item["images"].shape == (T, 3, 48, 48)
+        np.testing.assert_array_equal(item["images"].permute(0, 2, 3, 1).numpy(), frames.astype(np.float32))
+        exp_labels, exp_masks = [], []
+        for a in data["annotations"]:
+            if a["video_id"] != v["id"] or all(a["segmentations"][t] is None for t in fi):
+                continue
+            exp_labels.append(order.index(a["category_id"]))
+            exp_masks.append([decode_segmentation(a["segmentations"][t], 48, 48) if a["segmentations"][t]
+                              else np.zeros((48, 48), bool) for t in fi])
+        assert item["labels"].tolist() == exp_labels
+        assert set(exp_labels) <= {2, 3}  # step-1 classes are the 3rd and 4th of the class order
+        np.testing.assert_array_equal(item["masks"].numpy(), np.asarray(exp_masks, bool).reshape(item["masks"].shape))
+        assert item["masks"].dtype == torch.bool and item["present"].dtype == torch.bool
+        np.testing.assert_array_equal(item["present"].numpy(), item["masks"].flatten(2).any(-1).numpy())
+        assert item["labels"].dtype == torch.long and item["frame_indices"].dtype == torch.long
+
+
+def test_deterministic_and_resumable(tiny_split_dir, tiny_scenario):
+    path = tiny_split_dir / "train_step0.json"
+    a = ClipDataset(path, T, RANGE, tiny_scenario["input"], seed=3)
+    for i in range(7):
+        a[i]
+    b = ClipDataset(path, T, RANGE, tiny_scenario["input"], seed=3)
+    for i in (7, 2, 40):
+        x, y = a[i], b[i]
+        assert x["video_id"] == y["video_id"] and torch.equal(x["images"], y["images"])
+        assert torch.equal(x["masks"], y["masks"]) and torch.equal(x["frame_indices"], y["frame_indices"])
+    c = ClipDataset(path, T, RANGE, tiny_scenario["input"], seed=4)
+    assert any(not torch.equal(a[i]["images"], c[i]["images"]) for i in range(5))
+    n = len(a)
+    epoch0 = [a.video_position(i) for i in range(n)]
+    epoch1 = [a.video_position(i) for i in range(n, 2 * n)]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(n)) and epoch0 != epoch1
+
+
+def test_flip_is_clip_consistent(tiny_split_dir, tiny_scenario):
+    ds = ClipDataset(tiny_split_dir / "train_step0.json", T, RANGE, dict(tiny_scenario["input"], flip_prob=1.0))
+    data, root = raw(tiny_split_dir, "train_step0.json")
+    item = ds[0]
+    v = next(v for v in data["videos"] if v["id"] == item["video_id"])
+    for j, t in enumerate(item["frame_indices"].tolist()):
+        frame = np.asarray(Image.open(root / v["file_names"][t])).astype(np.float32)[:, ::-1]
+        np.testing.assert_array_equal(item["images"][j].permute(1, 2, 0).numpy(), frame)
+
+
+def test_resize_and_crop_consistent(tiny_split_dir):
+    cfg = {"min_size_train": [32, 40], "max_size_train": 64, "aug_resize": [56, 64], "aug_max_size": 100,
+           "crop": [30, 40], "aug_prob": 1.0, "min_size_test": 48, "max_size_test": 48}
+    ds = ClipDataset(tiny_split_dir / "train_all.json", T, RANGE, cfg, seed=1)
+    for i in range(4):
+        item = ds[i]
+        h, w = item["images"].shape[-2:]
+        assert min(h, w) in (32, 40) and max(h, w) <= 64
+        assert item["masks"].shape[-2:] == (h, w)
+        assert item["images"].min() >= 0 and item["images"].max() <= 255
+        np.testing.assert_array_equal(item["present"].numpy(), item["masks"].flatten(2).any(-1).numpy())
+        assert item["present"].any(1).all()
+
+
+def test_transform_helpers():
+    assert resize_shape(480, 640, 360, 640) == (360, 480)
+    assert resize_shape(360, 1280, 360, 640) == (180, 640)
+    rng = np.random.default_rng(0)
+    cfg = {"min_size_train": [288], "max_size_train": 768, "aug_resize": [400], "crop": [384, 600], "aug_prob": 1.0}
+    tf = sample_clip_transform(rng, 720, 1280, cfg, train=True)
+    assert tf.pre_size == (400, 711)
+    y0, x0, ch, cw = tf.crop
+    assert 384 <= ch <= 400 and 384 <= cw <= 600 and y0 + ch <= 400 and x0 + cw <= 711
+    assert min(tf.size) == 288
+    test_tf = sample_clip_transform(rng, 720, 1280, {"min_size_test": 360, "max_size_test": 640}, train=False)
+    assert test_tf == ClipTransform(None, None, (360, 640), False)
+    m = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    m[0, 0, :2, :2] = True
+    out = apply_to_masks(m, ClipTransform(None, (0, 1, 4, 3), (8, 6), True))
+    expected = torch.zeros(8, 6, dtype=torch.bool)
+    expected[:4, 4:] = True  # column 1 of the crop -> 2 columns after x2, flipped to the right edge
+    assert torch.equal(out[0, 0], expected) and not out[0, 1].any()
+
+
+def test_video_dataset(tiny_split_dir, tiny_scenario):
+    vd = VideoDataset(tiny_split_dir / "test_step2.json", tiny_scenario["input"])
+    data, root = raw(tiny_split_dir, "test_step2.json")
+    assert len(vd) == len(data["videos"])
+    item = vd[1]
+    v = data["videos"][1]
+    assert item["video_id"] == v["id"] and item["orig_size"] == (48, 48) and item["length"] == len(v["file_names"])
+    frames = np.stack([np.asarray(Image.open(root / f)) for f in v["file_names"]]).astype(np.float32)
+    np.testing.assert_array_equal(item["images"].permute(0, 2, 3, 1).numpy(), frames)
+    small = VideoDataset(tiny_split_dir / "test_step2.json", {"min_size_test": 24, "max_size_test": 24})[0]
+    assert small["images"].shape[-2:] == (24, 24) and small["orig_size"] == (48, 48)
+
+
+def test_class_order_fallback_and_errors(tiny_split_dir, tiny_scenario, tmp_path):
+    data, root = raw(tiny_split_dir, "train_step0.json")
+    data["image_root"] = str(root.resolve())
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    ds = ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[2, 1])
+    labels = torch.cat([ds[i]["labels"] for i in range(8)])
+    assert set(labels.tolist()) <= {0, 1}
+    with pytest.raises(HVPLError, match="category 1 is not in the class order"):
+        ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[2])
+    assert collate_clips([1, 2]) == [1, 2]
+    # a missing frame file
+    frames = tmp_path / "frames"
+    shutil.copytree(root, frames)
+    data["image_root"] = "frames"
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    victim = frames / data["videos"][0]["file_names"][1]
+    victim.unlink()
+    with pytest.raises(HVPLError, match="frame file .* not found"):
+        ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])
+    # a frame whose size disagrees with the JSON
+    Image.new("RGB", (40, 48)).save(victim)
+    vd = VideoDataset(tmp_path / "t.json", tiny_scenario["input"])
+    with pytest.raises(HVPLError, match="is 48x40, the video says 48x48"):
+        vd[0]
