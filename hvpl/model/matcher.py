@@ -22,9 +22,8 @@ def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits: (Q, P) mask logits on P points; targets: (N, P) in [0, 1]. Returns (Q, N).
     """
     num_points = logits.shape[1]
-    pos = F.softplus(-logits)  # BCE against target 1
-    neg = F.softplus(logits)   # BCE against target 0
-    return (pos @ targets.T + neg @ (1.0 - targets).T) / num_points
+    # BCE(x, y) = softplus(x) - x * y, so the sum over points is sum softplus(x) - x . y (one softplus pass)
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / num_points
 
 
 def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
