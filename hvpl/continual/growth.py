@@ -50,7 +50,7 @@ def _refreeze_backbone(model) -> None:
     """Re-apply the backbone's own freezing (e.g. detectron2's ``freeze_at`` stem) after a blanket unfreeze."""
     freeze = getattr(model.backbone, "freeze", None)
     if callable(freeze):
-        freeze()
+        freeze(int(model.model_cfg["backbone"].get("freeze_at", 0)))
 
 
 def set_trainable(model, method: Method | str, step: int) -> None:
@@ -90,7 +90,7 @@ def count_parameters(cfg: dict, step: int) -> tuple[int, int]:
     Built on the meta device (no memory, no weight loading); called by ``hvpl params``.
     """
     from hvpl.config import classes_per_step, num_steps
-    from hvpl.model.hvpl import HVPLModel
+    from hvpl.model.hvpl import HVPLModel, without_weight_files
 
     scenario, method = cfg["scenario"], get_method(cfg["method"])
     if method.joint:
@@ -100,9 +100,8 @@ def count_parameters(cfg: dict, step: int) -> tuple[int, int]:
     if not 0 <= step <= last:
         raise HVPLError(f"scenario '{scenario['name']}': step {step} out of range 0..{last} "
                         f"for method '{method.name}'")
-    model_cfg = dict(cfg["model"])
-    model_cfg["backbone"] = dict(model_cfg["backbone"], weights=None)
     with torch.device("meta"):
-        model = HVPLModel(model_cfg, method, scenario["prompts_per_task"], classes[:step + 1])
+        model = HVPLModel(without_weight_files(cfg["model"]), method, scenario["prompts_per_task"],
+                          classes[:step + 1])
     set_trainable(model, method, step)
     return count_trainable(model)

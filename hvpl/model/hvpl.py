@@ -181,6 +181,11 @@ class HVPLModel(nn.Module):
         return results
 
 
+def without_weight_files(model_cfg: dict) -> dict:
+    """A copy of ``model_cfg`` whose backbone loads no pre-trained weight file (weights come from elsewhere)."""
+    return dict(model_cfg, backbone=dict(model_cfg["backbone"], weights=None))
+
+
 def build_model_from_checkpoint(ckpt: dict, map_location: str | torch.device | None = None) -> HVPLModel:
     """Rebuild a ``model_final.pth`` dict (docs/DESIGN.md): grow the tasks, load the weights (strict)."""
     for key in ("model", "model_config", "method", "classes_per_task", "scenario"):
@@ -189,7 +194,8 @@ def build_model_from_checkpoint(ckpt: dict, map_location: str | torch.device | N
     prompts = ckpt["scenario"].get("prompts_per_task")
     if prompts is None:
         raise HVPLError("checkpoint: missing entry 'scenario.prompts_per_task'")
-    model = HVPLModel(ckpt["model_config"], ckpt["method"], prompts, ckpt["classes_per_task"])
+    model = HVPLModel(without_weight_files(ckpt["model_config"]), ckpt["method"], prompts,
+                      ckpt["classes_per_task"])
     state = ckpt["model"]
     if map_location is not None:
         state = {k: v.to(map_location) for k, v in state.items()}
