@@ -115,9 +115,9 @@ def load_classes(classes_path, step: int) -> list:
 
 
 def continual_breakdown(ev: YTVISEval, steps: list, step: int) -> dict:
-    """per_task (tasks 0..len(steps)-1 present in the GT), AP_old (tasks < step), AP_new (task ``step``)."""
+    """per_task (tasks 0..step), AP_old (tasks < step, -1 at step 0), AP_new (task ``step``), seen_classes."""
     per_task = {}
-    for task, cats in enumerate(steps):
+    for task, cats in enumerate(steps[:step + 1]):
         s = ev.subset_stats(cats)
         per_task[str(task)] = {k: s[k] for k in TASK_KEYS}
     old = [c for task in steps[:step] for c in task]
