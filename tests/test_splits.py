@@ -133,3 +133,26 @@ def test_split_errors(root, tmp_path):
     with pytest.raises(HVPLError, match="num_classes 5"):
         make_scenario_split(scenario(num_classes=5), root, tmp_path / "x", seed=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_coco_step_files(tmp_path):
+    ds_root = tmp_path / "ytvis_2019"
+    (ds_root / "train" / "JPEGImages").mkdir(parents=True)
+    (ds_root / "train.json").write_text(json.dumps(make_dataset()))
+    coco_dir = tmp_path / "coco"
+    (coco_dir / "annotations").mkdir(parents=True)
+    (coco_dir / "train2017").mkdir()
+    poly = [[0.0, 0.0, 2.0, 0.0, 2.0, 2.0]]
+    coco = {"images": [{"id": 5, "file_name": "x.jpg", "height": 3, "width": 4},
+                       {"id": 6, "file_name": "y.jpg", "height": 3, "width": 4}],
+            "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "segmentation": poly},    # -> 1 (person)
+                            {"id": 2, "image_id": 6, "category_id": 2, "segmentation": poly}],   # -> 21: not here
+            "categories": []}
+    (coco_dir / "annotations" / "instances_train2017.json").write_text(json.dumps(coco))
+    out = tmp_path / "out"
+    make_scenario_split(scenario(dataset="ytvis_2019", data={"use_coco": True}), ds_root, out, seed=0)
+    step0 = load(out / "coco_step0.json")
+    assert [(a["video_id"], a["category_id"]) for a in step0["annotations"]] == [(5, 1)]
+    assert [c["id"] for c in step0["categories"]] == [1, 2]
+    assert (out / step0["image_root"]).resolve() == (coco_dir / "train2017").resolve()
+    assert not (out / "coco_step1.json").exists() and (out / "coco_all.json").exists()

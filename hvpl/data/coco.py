@@ -56,11 +56,13 @@ def coco_layout(data_root: str | os.PathLike) -> tuple[Path, Path]:
     return ann, images
 
 
-def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=None) -> dict:
+def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=None,
+                 allow_empty: bool = False) -> dict | None:
     """COCO instances dict -> YouTube-VIS dict of one-frame videos with dataset category ids.
 
     Video id = COCO image id; ``file_names = [image file_name]``; one annotation per mapped COCO instance
     (``segmentations``/``areas``/``bboxes`` are one-element lists). ``keep_classes`` restricts the dataset ids.
+    No mapped instance at all: HVPLError, or ``None`` with ``allow_empty``.
     """
     for key in ("images", "annotations"):
         if key not in coco:
@@ -89,6 +91,8 @@ def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=
     videos = [{"id": im["id"], "width": im["width"], "height": im["height"], "length": 1,
                "file_names": [im["file_name"]]} for im_id, im in sorted(images.items()) if im_id in used]
     if not videos:
+        if allow_empty:
+            return None
         raise HVPLError(f"{where}: no COCO instance maps to a '{dataset}' category")
     return {"videos": videos, "annotations": anns, "categories": cats}
 

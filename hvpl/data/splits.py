@@ -6,7 +6,9 @@
 - ``split_info.json``: where the train/test videos came from (paper split files or our seeded re-split);
 - ``train_step{t}.json``: train videos with annotations of step-t classes only (others dropped);
 - ``test_step{t}.json``: test videos with >= 1 instance of a seen class, GT and categories = seen classes;
-- ``train_all.json``: every class (the joint method's training set).
+- ``train_all.json``: every class (the joint method's training set);
+- with ``data.use_coco``: ``coco_step{t}.json`` / ``coco_all.json``, COCO single-image pseudo-videos of the
+  same classes (steps whose classes have no COCO counterpart get no file).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from hvpl.data.ytvis import filter_classes, load_ytvis, resolve_layout, video_classes
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_write_json
+from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log
 
 
@@ -135,6 +137,26 @@ def _step_files(data, order, steps, train_ids, test_ids, out_dir: Path, image_ro
     return {name: dict(obj, image_root=image_root) for name, obj in files.items()}
 
 
+def _coco_files(scenario: dict, layout, order, steps, out_dir: Path) -> dict[str, dict]:
+    """``coco_step{t}.json`` / ``coco_all.json`` (COCO pseudo-videos of the step's classes) when
+    ``data.use_coco`` is set; COCO is looked up next to the dataset folder or under $DATASETS_ROOT."""
+    from hvpl.data.coco import convert_coco, coco_layout
+
+    if not (scenario.get("data") or {}).get("use_coco"):
+        return {}
+    bases = [layout.root.parent, layout.root] + ([Path(os.environ["DATASETS_ROOT"])]
+                                                  if os.environ.get("DATASETS_ROOT") else [])
+    base = next((b for b in bases if (b / "coco" / "annotations").is_dir()), bases[0])
+    ann_path, images = coco_layout(base)
+    coco = read_json(ann_path)
+    root = _rel_image_root(images, out_dir)
+    named = [(f"coco_step{t}.json", new) for t, new in enumerate(steps)] + [("coco_all.json", order)]
+    files = {name: convert_coco(coco, scenario["dataset"], where=str(ann_path), keep_classes=keep, allow_empty=True)
+             for name, keep in named}
+    # a step none of whose classes has a COCO counterpart gets no file
+    return {name: dict(obj, image_root=root) for name, obj in files.items() if obj is not None}
+
+
 def _per_class_counts(data: dict, ids: list[int], order: list[int]) -> dict[str, int]:
     vid_classes = video_classes(data)
     return {str(c): sum(c in vid_classes[v] for v in ids) for c in order}
@@ -168,6 +190,7 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
     steps = step_classes(order, scenario["base"], scenario["increment"])
     files = _step_files(data, order, steps, train_ids, test_ids, out_dir,
                         _rel_image_root(layout.train_frames, out_dir))
+    files.update(_coco_files(scenario, layout, order, steps, out_dir))
     info = {"scenario": scenario["name"], "dataset": scenario["dataset"], "source": source, "resplit": resplit,
             "split_seed": seed if resplit else None, "test_ratio": split_cfg.get("test_ratio") if resplit else None,
             "frames": str(layout.train_frames), "num_train_videos": len(train_ids),
