@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from hvpl.engine.distributed import (DistInfo, ShardedBatchSampler, all_gather_objects, all_reduce_sum,
-                                     broadcast_object, distributed_context, local_batch_size, resolve_device,
-                                     unwrap, wrap_model)
+from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, broadcast_object,
+                                     distributed_context, local_batch_size, local_draws, resolve_device, unwrap,
+                                     wrap_model)
 from hvpl.utils.errors import HVPLError
 
 torch.set_num_threads(1)
@@ -31,39 +31,19 @@ def test_resolve_device():
 
 
 def test_global_batches_do_not_depend_on_the_number_of_processes():
-    n, bs, iters = 7, 4, 9
-    single = ShardedBatchSampler(n, bs, seed=3, info=_info(0, 1))
-    shards = [ShardedBatchSampler(n, bs, seed=3, info=_info(r, 2)) for r in range(2)]
-    for _ in range(iters):
-        whole = single.next_batch()
-        parts = shards[0].next_batch() + shards[1].next_batch()
-        assert whole == parts
-        assert [slot for slot, _ in whole] == list(range(bs))
-    # every epoch is a permutation of the dataset
-    s = ShardedBatchSampler(6, 2, seed=0, info=_info(0, 1))
-    seen = [idx for _ in range(3) for _, idx in s.next_batch()]
-    assert sorted(seen) == list(range(6))
-
-
-def test_sampler_state_round_trip():
-    a = ShardedBatchSampler(5, 2, seed=1, info=_info(0, 1))
-    for _ in range(4):
-        a.next_batch()
-    state = a.state_dict()
-    expected = [a.next_batch() for _ in range(6)]
-    b = ShardedBatchSampler(5, 2, seed=99, info=_info(0, 1))
-    b.load_state_dict(state)
-    assert [b.next_batch() for _ in range(6)] == expected
-    with pytest.raises(HVPLError):
-        ShardedBatchSampler(6, 2, seed=1, info=_info(0, 1)).load_state_dict(state)
+    bs = 4
+    for it in range(5):
+        whole = local_draws(it, bs, _info(0, 1))
+        parts = local_draws(it, bs, _info(0, 2)) + local_draws(it, bs, _info(1, 2))
+        quarters = [pair for r in range(4) for pair in local_draws(it, bs, _info(r, 4))]
+        assert whole == parts == quarters
+        assert whole == [(s, it * bs + s) for s in range(bs)]
 
 
 def test_batch_split_errors():
     assert local_batch_size(4, _info(0, 2)) == 2
     with pytest.raises(HVPLError, match="divisible"):
         local_batch_size(3, _info(0, 2))
-    with pytest.raises(HVPLError, match="empty"):
-        ShardedBatchSampler(0, 2, 0, _info(0, 1))
 
 
 def test_single_process_helpers_are_no_ops():

@@ -125,3 +125,76 @@ class OGCProjector:
         if self.param.grad is not None:
             self.param.grad.copy_(project_gradient(self.param.grad, self.basis))
 
+# ------------------------------------------------------------------------------------- memory collection
+def collect_features(model, frames: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Layer-0 frame-decoder outputs after self-attention of every query group (all old queries).
+
+    Args:
+        model: an HVPLModel (eval mode); every group it has is an old group.
+        frames: (N, 3, H, W) 0..255 frames, same size.
+        chunk: frames per forward pass.
+    Returns:
+        (C, N * Q_all) feature matrix R, float32 on CPU (one column per (frame, query)).
+    """
+    cols = []
+    groups = list(range(model.num_groups))
+    with torch.no_grad():
+        for start in range(0, frames.shape[0], chunk):
+            pix = model.trunk(frames[start:start + chunk])
+            fd = model.frame_decoder(pix["multi_scale_features"], pix["mask_features"], groups=groups,
+                                     capture_layer0=True)
+            feats = fd["layer0_self_attn"].float()        # (n, Q_all, C)
+            cols.append(feats.reshape(-1, feats.shape[-1]).cpu())
+    return torch.cat(cols, 0).T.contiguous()
+
+
+def _memory_frames(cfg: dict, prev: dict, train_json: Path, seed: int, num: int) -> torch.Tensor:
+    """``num`` frames of step t-1's training data at the test size: (num, 3, H, W) 0..255.
+
+    Draw i of a one-frame ClipDataset (no augmentation) = a random frame of the i-th video of a seeded
+    permutation (cycling when num exceeds the number of videos). Frames of different sizes are resized to
+    the first frame's size (features are per query, so the frame size only changes what the query sees).
+    """
+    from hvpl.data.clip_dataset import ClipDataset
+    import torch.nn.functional as F
+
+    ds = ClipDataset(train_json, 1, 0, cfg["scenario"]["input"], train=False, seed=seed,
+                     class_order=prev["class_order"])
+    frames = [ds[i]["images"][0] for i in range(num)]
+    size = tuple(frames[0].shape[-2:])
+    frames = [f if tuple(f.shape[-2:]) == size else
+              F.interpolate(f[None], size=size, mode="bilinear", align_corners=False)[0] for f in frames]
+    return torch.stack(frames)
+
+
+def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=None, out, seed: int = 0,
+                 device: str = "cpu", threads: int | None = None) -> torch.Tensor:
+    """Step ``step``'s OGC basis from the step-(t-1) model over ``ogc_samples`` frames of step t-1's training
+    data, accumulated onto ``prev_basis`` (step t-1's file, t >= 2); written to ``out`` atomically.
+
+    Returns the (C, k) basis.
+    """
+    from hvpl.engine.distributed import resolve_device
+    from hvpl.engine.predict import load_model_file, rebuild_model
+    from hvpl.utils.logging import log
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    if step < 1:
+        raise HVPLError(f"ogc-memory --step {step}: the OGC memory exists for steps >= 1")
+    train = cfg["scenario"]["train"]
+    threshold, num = float(train["ogc_threshold"]), int(train["ogc_samples"])
+    prev = load_model_file(prev_model)
+    if int(prev["step"]) != step - 1:
+        raise HVPLError(f"{prev_model}: entry 'step' is {prev['step']}, the step-{step} memory needs step {step - 1}")
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    model = rebuild_model(prev).to(dev).eval()
+    old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim)
+    frames = _memory_frames(cfg, prev, Path(train_json), seed, num).to(dev)
+    R = collect_features(model, frames, max(1, int(model.chunk_frames)))
+    basis = gpm_update(R, old, threshold)
+    save_basis(Path(out), basis, threshold, R.shape[1], step)
+    log(f"{out}: OGC basis {tuple(basis.shape)} from {R.shape[1]} features of {num} frames "
+        f"({0 if old is None else old.shape[1]} columns carried over)")
+    return basis

@@ -1,4 +1,4 @@
-"""torch.distributed set-up (gloo on CPU, NCCL on GPU), DDP helpers and the resumable, sharded batch sampler.
+"""torch.distributed set-up (gloo on CPU, NCCL on GPU), DDP helpers and the split of each global batch.
 
 Launch: ``torchrun --nproc_per_node N -m hvpl.cli train ...`` (or ``python -m torch.distributed.run``). The
 launcher's ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` select multi-process mode; without them everything is a
@@ -135,50 +135,13 @@ def local_batch_size(batch_size: int, info: DistInfo) -> int:
     return batch_size // info.world_size
 
 
-class ShardedBatchSampler:
-    """Global batches of dataset indices from seeded per-epoch permutations; each rank takes its shard.
+def local_draws(iteration: int, batch_size: int, info: DistInfo) -> list[tuple[int, int]]:
+    """This rank's ``(slot, draw number)`` pairs of the global batch of 0-based ``iteration``.
 
-    The global batch at iteration i is the same for any number of processes, so N processes with the same
-    global batch see exactly the clips one process sees. ``state_dict()`` is the data position (epoch,
-    offset into the permutation, the generator state) for resumable training.
+    Global batch i holds draws ``i*batch_size + slot`` for slot in 0..batch_size-1 (ClipDataset draws depend
+    only on (seed, draw), data/clip_dataset.py); rank r takes slots ``[r*b, (r+1)*b)`` with b the local batch.
+    So N processes see exactly the clips of one process, and the data position is just the iteration.
     """
-
-    def __init__(self, num_items: int, batch_size: int, seed: int, info: DistInfo):
-        if num_items <= 0:
-            raise HVPLError("the training set is empty: no video has an annotation of this step's classes")
-        self.num_items = num_items
-        self.batch_size = batch_size
-        self.local = local_batch_size(batch_size, info)
-        self.rank = info.rank
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self.offset = 0
-        self.perm = torch.randperm(num_items, generator=self.generator)
-
-    def _take(self) -> int:
-        if self.offset >= self.num_items:
-            self.epoch += 1
-            self.offset = 0
-            self.perm = torch.randperm(self.num_items, generator=self.generator)
-        idx = int(self.perm[self.offset])
-        self.offset += 1
-        return idx
-
-    def next_batch(self) -> list[tuple[int, int]]:
-        """This rank's ``(slot, dataset index)`` pairs; slot = position in the global batch."""
-        global_batch = [self._take() for _ in range(self.batch_size)]
-        lo = self.rank * self.local
-        return [(lo + j, global_batch[lo + j]) for j in range(self.local)]
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset, "perm": self.perm.clone(),
-                "generator": self.generator.get_state(), "num_items": self.num_items,
-                "batch_size": self.batch_size}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["num_items"] != self.num_items or state["batch_size"] != self.batch_size:
-            raise HVPLError(f"checkpoint data position is for {state['num_items']} clips in batches of "
-                            f"{state['batch_size']}, this run has {self.num_items} in batches of {self.batch_size}")
-        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
-        self.perm = state["perm"].clone()
-        self.generator.set_state(state["generator"])
+    local = local_batch_size(batch_size, info)
+    lo = info.rank * local
+    return [(slot, iteration * batch_size + slot) for slot in range(lo, lo + local)]

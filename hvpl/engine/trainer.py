@@ -1,0 +1,406 @@
+"""``train_step()``: one continual step of one (scenario, method, seed), resumable, single- or multi-process.
+
+Step 0 (and joint training) builds a fresh model; step t >= 1 rebuilds step t-1's ``model_final.pth`` and
+grows it for the step's new classes (hvpl.continual.growth); the method decides what trains. Each iteration:
+forward the global batch's local shard (bf16 autocast on CUDA, float32 on CPU), the criterion per clip with a
+generator seeded by (seed, step, iteration, slot), backward (DDP averages), OGC projection of the newest frame
+prompt content, gradient clipping, AdamW step, LR schedule. Every random draw depends only on the seed, the
+iteration and the clip's slot in the global batch, so a resumed run and an N-process run see exactly what an
+uninterrupted single-process run sees.
+
+Outputs (rank 0, atomic): ``out_dir/model_final.pth`` (DESIGN.md) and ``out_dir/train_log.jsonl``; periodic
+checkpoints in ``ckpt_dir`` (default ``out_dir.parent / "checkpoints" / out_dir.name``), with a live copy of
+the log there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hvpl.continual.methods import Method, get_method
+from hvpl.engine import checkpoint as ckpt_mod
+from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, barrier, distributed_context,
+                                     local_draws, unwrap, wrap_model)
+from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
+from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_torch_save, atomic_write_text, read_json
+from hvpl.utils.logging import log, progress
+
+FINAL_NAME = "model_final.pth"
+LOG_NAME = "train_log.jsonl"
+SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
+
+
+def clip_seed(seed: int, step: int, iteration: int, slot: int) -> int:
+    """Seed of the loss's random draws (point sampling) for one clip of one iteration."""
+    return ((((seed * SEED_STRIDE) + step) * SEED_STRIDE + iteration) * SEED_STRIDE + slot) % (2 ** 63)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def default_ckpt_dir(out_dir: Path) -> Path:
+    return out_dir.parent / "checkpoints" / out_dir.name
+
+
+# ------------------------------------------------------------------------------------------ what a step trains
+@dataclass
+class StepPlan:
+    method: Method
+    step: int
+    iters: int
+    num_frames: int
+    lr_drop: bool                 # step-0 schedule (one LR drop) vs constant LR
+    classes_per_task: list[int]   # of the model this step trains
+    class_order: list[int]        # category ids of every seen class (contiguous label = index)
+    new_classes: list[int]        # category ids this step learns
+
+
+def _new_class_ids(train_json: Path, step: int, joint: bool) -> list[int]:
+    """This step's category ids: from the sibling classes.json (split folder) or the JSON's categories."""
+    sibling = train_json.parent / "classes.json"
+    if sibling.is_file():
+        classes = read_json(sibling)
+        if joint:
+            return list(classes["class_order"])
+        if not 0 <= step < len(classes["steps"]):
+            raise HVPLError(f"{sibling}: entry 'steps' has {len(classes['steps'])} steps, no step {step}")
+        return list(classes["steps"][step])
+    return [c["id"] for c in read_json(train_json).get("categories", [])]
+
+
+def _plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> StepPlan:
+    from hvpl.config import classes_per_step, num_steps
+
+    scenario, method = cfg["scenario"], get_method(cfg["method"])
+    train = scenario["train"]
+    if not 0 <= step < num_steps(scenario):
+        raise HVPLError(f"scenario '{scenario['name']}': step {step} out of range 0..{num_steps(scenario) - 1}")
+    new = _new_class_ids(train_json, step, method.joint)
+    if method.joint or step == 0:
+        if prev is not None:
+            raise HVPLError(f"{prev['_path']}: step {step} of '{method.name}' starts from scratch; "
+                            "no --prev-model is used")
+        cpt, order = [len(new)], list(new)
+    else:
+        if prev is None:
+            raise HVPLError(f"step {step} of '{method.name}' needs --prev-model (step {step - 1}'s model_final.pth)")
+        if int(prev["step"]) != step - 1:
+            raise HVPLError(f"{prev['_path']}: entry 'step' is {prev['step']}, step {step} needs step {step - 1}")
+        cpt, order = list(prev["classes_per_task"]) + [len(new)], list(prev["class_order"]) + list(new)
+    expected = [scenario["num_classes"]] if method.joint else classes_per_step(scenario)[:step + 1]
+    if cpt != expected:
+        raise HVPLError(f"{train_json}: classes per task {cpt} disagree with scenario '{scenario['name']}' "
+                        f"({expected}); is this the step-{step} training JSON?")
+    first = step == 0 or method.joint
+    return StepPlan(method, step, int(train["step0_iters" if first else "inc_iters"]),
+                    int(train["frames_step0" if first else "frames_inc"]), first, cpt, order, new)
+
+
+def plan_step(cfg: dict, step: int, train_json: Path, prev: dict | None, seed: int):
+    """(StepPlan, ClipDataset) of one step; checks the JSON's classes against the plan."""
+    from hvpl.data.clip_dataset import ClipDataset
+
+    plan = _plan(cfg, step, train_json, prev)
+    train = cfg["scenario"]["train"]
+    dataset = ClipDataset(train_json, plan.num_frames, int(train["frame_range"]), cfg["scenario"]["input"],
+                          train=True, seed=seed, class_order=plan.class_order)
+    ids = {c["id"] for c in dataset.data["categories"]}
+    wrong = [c for c in plan.new_classes if dataset.label.get(c) != plan.class_order.index(c)]
+    if ids != set(plan.new_classes) or wrong:
+        raise HVPLError(f"{train_json}: categories {sorted(ids)} are not step {step}'s classes "
+                        f"{plan.new_classes} in class order {plan.class_order}")
+    return plan, dataset
+
+
+def _load_init_weights(model, path: str) -> None:
+    """Copy every tensor of a weights file whose name and shape match (e.g. a VITA-COCO model)."""
+    ckpt = load_model_file(path) if str(path).endswith("model_final.pth") else torch.load(
+        path, map_location="cpu", weights_only=False)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise HVPLError(f"{path}: train.init_weights must be a state dict or a dict with a 'model' entry")
+    own = model.state_dict()
+    match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(match, strict=False)
+    log(f"{path}: initialised {len(match)} of {len(own)} tensors")
+
+
+def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):
+    """The model step ``plan.step`` trains, on CPU, trainable set applied."""
+    from hvpl.continual.growth import grow_for_step, set_trainable
+    from hvpl.model.hvpl import HVPLModel
+
+    if prev is None:
+        model = HVPLModel(cfg["model"], plan.method, cfg["scenario"]["prompts_per_task"], plan.classes_per_task)
+        init = cfg["scenario"]["train"].get("init_weights")
+        if init:
+            _load_init_weights(model, init)
+    else:
+        model = rebuild_model(prev, plan.method)
+        grow_for_step(model, plan.method, plan.classes_per_task[-1])
+    set_trainable(model, plan.method, plan.step)
+    return model
+
+
+# --------------------------------------------------------------------------------------------- batch helpers
+def pad_clips(clips: list[dict], pad_value: torch.Tensor) -> torch.Tensor:
+    """Clips of different sizes -> (B, T, 3, H, W), padded at the bottom/right with ``pad_value`` (3,)
+    (the pixel mean: zero after the model's normalisation, as Mask2Former pads after normalising)."""
+    h = max(c["images"].shape[-2] for c in clips)
+    w = max(c["images"].shape[-1] for c in clips)
+    mean = pad_value.view(1, 3, 1, 1).to(clips[0]["images"].dtype)
+    out = []
+    for c in clips:
+        img = c["images"] - mean
+        img = F.pad(img, (0, w - img.shape[-1], 0, h - img.shape[-2]))
+        out.append(img + mean)
+    return torch.stack(out)
+
+
+def _slice_tree(node, index: slice):
+    if isinstance(node, torch.Tensor):
+        return node[index]
+    if isinstance(node, dict):
+        return {k: _slice_tree(v, index) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_slice_tree(v, index) for v in node]
+    return node
+
+
+def slice_outputs(outputs: dict, j: int, num_frames: int) -> dict:
+    """Outputs of clip ``j`` of a batch: frame tensors (B*T, ...) -> (T, ...), video tensors (B, ...) -> (1, ...)."""
+    out = {}
+    if "frame" in outputs:
+        out["frame"] = _slice_tree(outputs["frame"], slice(j * num_frames, (j + 1) * num_frames))
+    if "video" in outputs:
+        out["video"] = _slice_tree(outputs["video"], slice(j, j + 1))
+    return out
+
+
+def _format_terms(values: dict[str, float]) -> str:
+    bad = [k for k, v in values.items() if not np.isfinite(v)]
+    return ", ".join(f"{k}={values[k]:.6g}" for k in bad + [k for k in values if k not in bad])
+
+
+# ---------------------------------------------------------------------------------------------------- run
+@dataclass
+class _State:
+    iteration: int = 0
+    train_seconds: float = 0.0
+    log_lines: list | None = None
+
+
+class StepTrainer:
+    """The training loop of one step (built by :func:`train_step`)."""
+
+    def __init__(self, cfg: dict, plan: StepPlan, model, dataset, info: DistInfo, *, seed: int, out_dir: Path,
+                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str):
+        from hvpl.model.criterion import SetCriterion
+
+        self.cfg, self.plan, self.info, self.seed = cfg, plan, info, seed
+        self.train_cfg = cfg["scenario"]["train"]
+        self.out_dir, self.ckpt_dir, self.fingerprint = out_dir, ckpt_dir, fingerprint
+        self.dataset = dataset
+        self.model = model
+        self.criterion = SetCriterion(cfg["model"]["loss"], sum(plan.classes_per_task)).to(info.device)
+        self.optimizer = build_optimizer(model, self.train_cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.train_cfg, drop=plan.lr_drop)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.ddp = wrap_model(model, info)
+        self.projector = None
+        if basis is not None:
+            from hvpl.continual.ogc import OGCProjector
+
+            self.projector = OGCProjector(model.frame_decoder.prompts[plan.step - 1].content, basis)
+        self.state = _State(log_lines=[])
+        self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
+                                       enabled=info.device.type == "cuda")
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def resume(self) -> None:
+        state = ckpt_mod.load_latest(self.ckpt_dir, self.fingerprint)
+        barrier(self.info)   # every rank has read before rank 0 may prune
+        if state is None:
+            return
+        unwrap(self.ddp).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rngs = state["rng"]
+        ckpt_mod.set_rng_state(rngs[self.info.rank] if self.info.rank < len(rngs) else rngs[0])
+        self.state = _State(int(state["iteration"]), float(state["train_seconds"]), list(state["log_lines"]))
+        if self.info.is_main:
+            self._write_live_log()
+
+    def save_checkpoint(self) -> None:
+        rngs = all_gather_objects(ckpt_mod.rng_state(), self.info)
+        if not self.info.is_main:
+            return
+        ckpt_mod.save_checkpoint(self.ckpt_dir, self.state.iteration, {
+            "fingerprint": self.fingerprint, "model": unwrap(self.ddp).state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rngs,
+            "data": {"next_draw": self.state.iteration * int(self.train_cfg["batch_size"])},
+            "train_seconds": self.state.train_seconds, "log_lines": self.state.log_lines,
+            "world_size": self.info.world_size})
+
+    def _write_live_log(self) -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.ckpt_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in self.state.log_lines))
+
+    # ---------------------------------------------------------------------------------- one iteration
+    def _load_batch(self, it: int) -> tuple[list[int], list[dict]]:
+        draws = local_draws(it, int(self.train_cfg["batch_size"]), self.info)
+        clips = [self.dataset[d] for _, d in draws]
+        return [slot for slot, _ in draws], clips
+
+    def _losses(self, it: int, slots: list[int], clips: list[dict]) -> dict[str, torch.Tensor]:
+        """Forward + per-clip criterion; the terms averaged over the local clips."""
+        dev = self.info.device
+        images = pad_clips(clips, unwrap(self.ddp).pixel_mean.flatten().cpu()).to(dev, non_blocking=True)
+        targets = [{k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in c.items() if k != "images"}
+                   for c in clips]
+        with self.autocast:
+            outputs = self.ddp(images)
+        terms: dict[str, torch.Tensor] = {}
+        for j, slot in enumerate(slots):
+            gen = torch.Generator(device=dev).manual_seed(clip_seed(self.seed, self.plan.step, it, slot))
+            for name, value in self.criterion(slice_outputs(outputs, j, images.shape[1]), [targets[j]], gen).items():
+                terms[name] = terms.get(name, 0.0) + value.float() / len(slots)
+        return terms
+
+    def _check_finite(self, it: int, loss: torch.Tensor, terms: dict) -> dict[str, float]:
+        """Global (process-mean) values of the loss and its terms; non-finite -> HVPLError on every rank."""
+        names = ["loss", *terms]
+        vals = torch.stack([loss.detach().float(), *(t.detach().float() for t in terms.values())])
+        vals = (all_reduce_sum(vals, self.info) / self.info.world_size).cpu().tolist()
+        values = dict(zip(names, vals))
+        if not all(np.isfinite(v) for v in vals):
+            raise HVPLError(f"step {self.plan.step}: non-finite loss at iteration {it + 1}: "
+                            f"{_format_terms(values)}")
+        return values
+
+    def train_iteration(self, it: int) -> dict[str, float]:
+        slots, clips = self._load_batch(it)
+        terms = self._losses(it, slots, clips)
+        loss = sum(terms.values())
+        values = self._check_finite(it, loss, terms)
+        loss.backward()
+        if self.projector is not None:
+            self.projector.apply()
+        clip_gradients(self.trainable, self.train_cfg.get("clip_grad"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return values
+
+    # ---------------------------------------------------------------------------------- loop
+    def run(self, after_iteration: Callable[[int], None] | None = None) -> None:
+        iters = self.plan.iters
+        log_period = max(1, int(self.train_cfg.get("log_period", 1)))
+        ckpt_period = int(self.train_cfg.get("checkpoint_period", 0) or 0)
+        start = self.state.iteration
+        window: dict[str, float] = {}
+        count = 0
+        self.ddp.train()
+        steps = range(start, iters)
+        if self.info.is_main:
+            steps = progress(steps, total=iters - start, desc=f"train step {self.plan.step}")
+        for it in steps:
+            lr = max(g["lr"] for g in self.optimizer.param_groups)
+            tic = time.perf_counter()
+            values = self.train_iteration(it)
+            self.state.train_seconds += time.perf_counter() - tic
+            self.state.iteration = it + 1
+            for k, v in values.items():
+                window[k] = window.get(k, 0.0) + v
+            count += 1
+            if (it + 1) % log_period == 0 or it + 1 == iters:
+                line = {"iter": it + 1, "lr": lr, **{k: v / count for k, v in window.items()},
+                        "time": round(self.state.train_seconds, 3)}
+                self.state.log_lines.append(line)
+                window, count = {}, 0
+                if self.info.is_main:
+                    self._write_live_log()
+            if ckpt_period and (it + 1) % ckpt_period == 0 and it + 1 < iters:
+                self.save_checkpoint()
+            if after_iteration is not None:
+                after_iteration(it + 1)
+
+    def finish(self, total_params: tuple[int, int]) -> None:
+        """Write model_final.pth and train_log.jsonl (rank 0, atomic)."""
+        if not self.info.is_main:
+            return
+        trainable, total = total_params
+        model = unwrap(self.ddp)
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        plan = self.plan
+        atomic_torch_save(self.out_dir / FINAL_NAME, {
+            "model": state, "model_config": self.cfg["model"], "scenario": self.cfg["scenario"],
+            "method": plan.method.name, "step": plan.step, "classes_per_task": list(plan.classes_per_task),
+            "class_order": list(plan.class_order), "trainable_params": trainable, "total_params": total,
+            "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+        done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
+                "trainable_params": trainable, "total_params": total}
+        lines = self.state.log_lines + [done]
+        atomic_write_text(self.out_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in lines))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        per_proc = max(1, int(threads) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        torch.set_num_threads(per_proc)
+
+
+def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, ogc_basis=None, ckpt_dir=None,
+               seed: int = 0, device: str = "cpu", threads: int | None = None,
+               after_iteration: Callable[[int], None] | None = None) -> Path:
+    """Train one continual step (see the module doc). Returns the path of ``model_final.pth``.
+
+    ``after_iteration(i)`` is called after iteration i (1-based) completes; tests use it to simulate crashes.
+    """
+    from hvpl.continual.growth import count_trainable
+    from hvpl.continual.ogc import load_basis
+
+    _set_threads(threads)
+    out_dir = Path(out_dir)
+    ckpt_dir = Path(ckpt_dir) if ckpt_dir else default_ckpt_dir(out_dir)
+    method: Method = get_method(cfg["method"])
+    with distributed_context(device) as info:
+        prev = load_model_file(prev_model) if prev_model else None
+        plan, dataset = plan_step(cfg, step, Path(train_json), prev, seed)
+        seed_everything(seed)
+        model = build_step_model(cfg, plan, prev).to(info.device)
+        basis = None
+        if method.ogc and plan.step >= 1 and not method.joint:
+            if ogc_basis is None:
+                raise HVPLError(f"method '{method.name}' uses OGC: step {step} needs --ogc-basis "
+                                f"(hvpl ogc-memory --step {step} ...)")
+            basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"])
+        elif ogc_basis is not None:
+            log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
+        counts = count_trainable(model)
+        fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters)
+        trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
+                              basis=basis, fingerprint=fp)
+        trainer.resume()
+        if info.is_main:
+            log(f"step {step} ({method.name}): {plan.iters} iterations from {trainer.state.iteration}, "
+                f"{counts[0]:,} trainable / {counts[1]:,} parameters, {info.world_size} process(es) on "
+                f"{info.device}")
+        trainer.run(after_iteration)
+        trainer.finish(counts)
+        barrier(info)
+    return out_dir / FINAL_NAME
