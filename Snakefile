@@ -1,0 +1,51 @@
+# hvpl: continual video instance segmentation experiments, from data to summary table.
+#
+#   snakemake --cores 8 all                                   # config/config.yaml (synth_4-2)
+#   snakemake --cores 2 --configfile config/smoke.yaml all    # the few-minute smoke run
+#   snakemake --profile slurm all                             # one SLURM job per step / evaluation
+#
+# Rules live in workflow/rules/ (data, train, evaluate, report); see docs/workflow.md.
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+clear_stale_locks()
+
+
+onstart:
+    write_run_marker()
+
+
+onsuccess:
+    remove_run_marker()
+
+
+onerror:
+    remove_run_marker()
+
+
+rule all:
+    """Every configured (scenario, method, seed): metrics per step, forgetting, summary table and plots."""
+    default_target: True
+    input:
+        [f for sc, m, s in runs() for f in run_outputs(sc, m, s)],
+        f"{RESULTS}/summary.csv",
+        f"{RESULTS}/plots",

@@ -1,0 +1,307 @@
+"""The Snakemake workflow: lint, the job graph of the smoke config, config validation (fast); the smoke run,
+no-op rerun, resume after SIGKILL and a failing job (slow, real runs in temporary working directories).
+
+Expected job counts and paths are derived here from the method registry and the scenario file, not from
+the workflow's own helpers.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hvpl.config import load_scenario, num_steps
+from hvpl.continual.methods import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "config" / "smoke.yaml"
+SUMMARY_COLUMNS = ["scenario", "dataset", "method", "seed", "step", "num_classes", "AP", "AP50", "AP75", "AR1",
+                   "AR10", "AP_old", "AP_new", "FAP", "FAR1", "F_AP", "trainable_params", "train_seconds"]
+METRIC_COLUMNS = ["num_classes", "AP", "AP50", "AP75", "AR1", "AR10", "AP_old", "AP_new", "FAP", "FAR1", "F_AP",
+                  "trainable_params"]
+RUN_TIMEOUT_S = 1800
+
+
+def snakemake_env() -> dict:
+    """The venv's bin first on PATH (the rules call `hvpl`), one torch thread per process."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def snakemake_cmd(*args: str, workdir: Path | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    if workdir is not None:
+        cmd += ["--directory", str(workdir)]
+    return cmd + list(args)
+
+
+def run_snakemake(*args: str, workdir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(*args, workdir=workdir), cwd=workdir or REPO, env=snakemake_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(path: Path, **changes) -> Path:
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg.update(changes)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def job_counts(output: str) -> dict:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def expected_counts(methods: list[str], scenario: str = "synth_smoke") -> dict:
+    n = num_steps(load_scenario(scenario))
+    ms = [METHODS[m] for m in methods]
+    incremental = [m for m in ms if not m.joint]
+    bases = {m.base_variant for m in incremental}
+    counts = {
+        "synthesize": 1,
+        f"split_{scenario.replace('-', '_')}": 1,
+        "train": len(bases) + len(incremental) * (n - 1) + sum(m.joint for m in ms),
+        "share_step0": len(incremental),
+        "ogc_memory": sum(m.ogc for m in incremental) * (n - 1),
+        "evaluate": len(incremental) * n + sum(m.joint for m in ms),
+        "forgetting": len(ms),
+        "summarize": 1,
+        "all": 1,
+    }
+    return {k: v for k, v in counts.items() if v}
+
+
+def shell_commands(output: str) -> list[str]:
+    pattern = re.compile(r"Shell command: (\(?hvpl .*)")
+    return [m.group(1) for m in map(pattern.search, output.splitlines()) if m]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_summary(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------- fast
+
+
+@pytest.mark.parametrize("config", [None, SMOKE])
+def test_lint_is_clean(config):
+    args = ["--lint"] + (["--configfile", str(config)] if config else [])
+    res = run_snakemake(*args)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "Lints for" not in out, out
+    assert "Congratulations" in out
+
+
+def test_dry_run_lists_the_smoke_jobs():
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    methods = yaml.safe_load(SMOKE.read_text())["methods"]
+    assert set(methods) == set(METHODS), "the smoke config runs every method"
+    assert job_counts(out) == expected_counts(methods)
+
+    cmds = shell_commands(out)
+    n = num_steps(load_scenario("synth_smoke"))
+    train = [c for c in cmds if c.startswith("hvpl train")]
+    # step 0 is trained once per base variant, in its own folder
+    step0 = [c for c in train if "--step 0 " in c]
+    variants = {m.base_variant for m in METHODS.values() if not m.joint}
+    assert sorted(re.search(r"/(_base_\w+)/", c).group(1) for c in step0) == sorted(f"_base_{v}" for v in variants)
+    for name, method in METHODS.items():
+        mine = [c for c in train if f"--method {name} " in c and "/_base_" not in c]
+        if method.joint:
+            assert len(mine) == 1 and f"--step {n - 1} " in mine[0] and "train_all.json" in mine[0]
+            assert "--prev-model" not in mine[0]
+            continue
+        assert len(mine) == n - 1
+        for t in range(1, n):
+            (cmd,) = [c for c in mine if f"--step {t} " in c]
+            assert f"--prev-model results/synth_smoke/{name}/seed0/step{t - 1}/model_final.pth" in cmd
+            assert f"--train-json results/data/synth_smoke/train_step{t}.json" in cmd
+            assert f"--out-dir results/synth_smoke/{name}/seed0/step{t} " in cmd
+            assert f"--ckpt-dir results/synth_smoke/{name}/seed0/checkpoints/step{t} " in cmd
+            has_basis = f"--ogc-basis results/synth_smoke/{name}/seed0/step{t}/ogc_basis.pt" in cmd
+            assert has_basis == method.ogc
+    evaluate = [c for c in cmds if c.startswith("(hvpl predict")]
+    assert any("--test-json results/data/synth_smoke/test_step2.json" in c and "/joint/seed0/step2/" in c
+               for c in evaluate)
+    assert all("--classes results/data/synth_smoke/classes.json" in c for c in evaluate)
+
+
+def test_dry_run_of_the_default_config():
+    res = run_snakemake("-n", "all")
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert cfg["scenarios"] == ["synth_4-2"] and cfg["seeds"] == [0]
+    assert job_counts(res.stdout + res.stderr) == expected_counts(cfg["methods"], "synth_4-2")
+
+
+def test_cuda_device_requests_gpus():
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), "--config", "device=cuda")
+    assert res.returncode == 0, res.stderr
+    blocks = (res.stdout + res.stderr).split("\nrule ")
+    for block in blocks[1:]:
+        rule = block.split(":", 1)[0]
+        gpu = "gpu=1" in block and "cpus_per_gpu=" in block
+        assert gpu == (rule in ("train", "ogc_memory", "evaluate")), block
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"bogus_key": 1}, "bogus_key"),
+    ({"methods": ["hvpl", "not_a_method"]}, "not_a_method"),
+    ({"seeds": [-1]}, "seeds"),
+    ({"threads": 0}, "threads"),
+    ({"device": "tpu"}, "device"),
+    ({"scenarios": ["no_such_scenario"]}, "scenarios"),
+    ({"overrides": {"synth_smoke": {"scenario.train.no_such_key": 3}}}, "overrides.synth_smoke"),
+    ({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}}, "overrides.synth_smoke.scenario.num_classes"),
+])
+def test_invalid_config_stops_before_any_job(tmp_path, change, key):
+    cfg = write_config(tmp_path / "bad.yaml", **change)
+    res = run_snakemake("--cores", "1", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode != 0
+    assert key in res.stderr, res.stderr
+    made = {p.name for p in tmp_path.iterdir()}
+    assert not made & {"results", "resources", "logs"}, made
+
+
+# ---------------------------------------------------------------------------------------------- slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The whole smoke workflow, uninterrupted, in a fresh working directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    start = time.time()
+    res = run_snakemake("--cores", "2", "all", "--configfile", str(SMOKE), workdir=workdir,
+                        timeout=RUN_TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return workdir, time.time() - start
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_the_summary(smoke_run):
+    workdir, _ = smoke_run
+    summary = workdir / "results" / "summary.csv"
+    rows = read_summary(summary)
+    with open(summary, newline="") as f:
+        header = next(csv.reader(f))
+    assert header[:len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS
+    cfg = yaml.safe_load(SMOKE.read_text())
+    n = num_steps(load_scenario("synth_smoke"))
+    expected = {(m, str(t)) for m in cfg["methods"] for t in ([n - 1] if METHODS[m].joint else range(n))}
+    assert {(r["method"], r["step"]) for r in rows} == expected
+    for r in rows:
+        for col in ("AP", "AP50", "AR1"):
+            assert float(r[col]) == -1 or 0.0 <= float(r[col]) <= 1.0
+        if r["step"] == "0":
+            assert r["FAP"] == "" and r["F_AP"] == ""
+    assert list((workdir / "results" / "plots").glob("*.png"))
+    for m in cfg["methods"]:
+        run = workdir / "results" / "synth_smoke" / m / "seed0"
+        assert (run / "forgetting.json").is_file()
+        for t in ([n - 1] if METHODS[m].joint else range(n)):
+            for name in ("model_final.pth", "predictions.json", "metrics.json", "train_log.jsonl"):
+                assert (run / f"step{t}" / name).is_file(), run / f"step{t}" / name
+            assert (run / f"step{t}" / "ogc_basis.pt").is_file() == (METHODS[m].ogc and t >= 1)
+    assert list((workdir / "benchmarks").rglob("train_step0.tsv"))
+
+
+@pytest.mark.slow
+def test_rerun_after_completion_starts_no_job(smoke_run):
+    workdir, _ = smoke_run
+    models = {p: (p.stat().st_mtime_ns, file_digest(p)) for p in (workdir / "results").rglob("model_final.pth")}
+    res = run_snakemake("--cores", "2", "all", "--configfile", str(SMOKE), workdir=workdir)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "Nothing to be done" in out, out
+    assert "rule train" not in out and "localrule" not in out
+    assert {p: (p.stat().st_mtime_ns, file_digest(p)) for p in models} == models
+
+
+def _interrupted_step(run: Path, step: int) -> bool:
+    ckpts = run / "checkpoints" / f"step{step}"
+    has_ckpt = ckpts.is_dir() and any(not p.name.startswith(".") for p in ckpts.iterdir())
+    return has_ckpt and not (run / f"step{step}" / "model_final.pth").exists()
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(smoke_run, tmp_path):
+    """Kill the whole process group while step 1 trains (step 0 finished); the same command finishes the
+    run, keeps step 0, resumes step 1 from its checkpoint and matches the uninterrupted run's metrics."""
+    ref_dir, _ = smoke_run
+    cfg = write_config(tmp_path / "resume.yaml", methods=["hvpl"],
+                       overrides={"synth_smoke": {"scenario.train.checkpoint_period": 3}})
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    cmd = snakemake_cmd("--cores", "2", "all", "--configfile", str(cfg), workdir=workdir)
+    run = workdir / "results" / "synth_smoke" / "hvpl" / "seed0"
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=snakemake_env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.time() + RUN_TIMEOUT_S
+        while not _interrupted_step(run, 1):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = {p: (p.stat().st_mtime_ns, file_digest(p)) for p in (workdir / "results").rglob("model_final.pth")}
+    assert run / "step0" / "model_final.pth" in finished
+
+    res = subprocess.run(cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-5000:]
+    for path, state in finished.items():
+        assert (path.stat().st_mtime_ns, file_digest(path)) == state, f"{path} was retrained"
+    step1_log = (workdir / "logs" / "synth_smoke" / "hvpl" / "seed0" / "train_step1.log").read_text()
+    assert re.search(r"resum", step1_log, re.IGNORECASE), step1_log[-2000:]
+
+    ref = {(r["method"], r["step"]): r for r in read_summary(ref_dir / "results" / "summary.csv")}
+    got = read_summary(workdir / "results" / "summary.csv")
+    assert {r["method"] for r in got} == {"hvpl"} and len(got) == num_steps(load_scenario("synth_smoke"))
+    for r in got:
+        want = ref[(r["method"], r["step"])]
+        for col in METRIC_COLUMNS:
+            assert r[col] == want[col], (r["step"], col, r[col], want[col])
+
+
+@pytest.mark.slow
+def test_failing_job_stops_with_its_log_and_nothing_downstream(tmp_path):
+    cfg = write_config(tmp_path / "fail.yaml", methods=["eclipse"])
+    split = tmp_path / "results" / "data" / "synth_smoke"
+    res = run_snakemake("--cores", "2", str(split / "classes.json"), "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (split / "train_step0.json").write_text('{"videos": [')      # corrupt step-0 training data
+    res = run_snakemake("--cores", "2", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode != 0
+    log = "logs/synth_smoke/_base_context/seed0/train_step0.log"
+    assert log in res.stderr, res.stderr[-3000:]
+    assert "train_step0.json" in (tmp_path / log).read_text()
+    results = tmp_path / "results"
+    assert not list(results.rglob("model_final.pth"))
+    assert not list(results.rglob("metrics.json"))
+    assert not (results / "summary.csv").exists()

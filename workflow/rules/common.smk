@@ -1,0 +1,305 @@
+# Shared helpers: the validated config turned into runs, and the path functions every rule uses.
+#
+# Nothing here runs a job. Everything is computed once at parse time from config/config.yaml (or the
+# --configfile given) and the scenario YAML files in config/scenarios/.
+
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(workflow.basedir)))  # the repository's hvpl package, even without `pip install -e`
+
+from hvpl.config import load_run_config, num_steps
+from hvpl.continual.methods import METHODS, get_method
+from hvpl.utils.errors import HVPLError
+
+
+RESULTS = config["results_dir"].rstrip("/")
+LOGS = "logs"
+BENCH = "benchmarks"
+BASE_PREFIX = "_base_"
+# Scenario keys that `hvpl synth` / `hvpl split` take on their command line (the rest of the data-side
+# keys cannot be overridden from the workflow: make a new scenario file instead).
+SYNTH_FLAGS = {f"scenario.synthetic.{k}": k.replace("_", "-")
+               for k in ("num_videos", "num_frames", "height", "width", "seed")}
+SPLIT_FLAGS = {"scenario.split.seed": "seed"}
+FIXED_DATA_KEYS = ("scenario.name", "scenario.dataset", "scenario.num_classes", "scenario.base",
+                   "scenario.increment", "scenario.class_order", "scenario.split.", "scenario.synthetic.",
+                   "scenario.data.")
+
+wildcard_constraints:
+    scenario=r"[^/]+",
+    method=r"[^/]+",
+    seed=r"\d+",
+    step=r"\d+",
+
+
+def config_error(key, message):
+    """Stop before any job, naming the config key."""
+    raise WorkflowError(f"config key '{key}': {message}")
+
+
+def _override_items(scenario):
+    """The per-scenario `overrides` of the config as (dotted key, value) pairs."""
+    items = (config.get("overrides") or {}).get(scenario) or {}
+    for key in items:
+        if not key.startswith(("scenario.", "model.")):
+            config_error(f"overrides.{scenario}.{key}", "must start with 'scenario.' or 'model.'")
+        fixed = key not in SYNTH_FLAGS and key not in SPLIT_FLAGS and key.startswith(FIXED_DATA_KEYS)
+        if fixed:
+            config_error(f"overrides.{scenario}.{key}", "changes the data or split, which `hvpl synth/split` "
+                         "cannot take on the command line; write a new scenario file in config/scenarios/")
+    return list(items.items())
+
+
+def _load_scenarios():
+    """{name: effective scenario dict} for every configured scenario (overrides applied)."""
+    loaded = {}
+    for name in config["scenarios"]:
+        sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for k, v in _override_items(name)]
+        try:
+            loaded[name] = load_run_config(name, "hvpl", config.get("model"), sets)["scenario"]
+        except HVPLError as exc:
+            key = f"overrides.{name}" if sets and "--set" in str(exc) else "scenarios"
+            config_error(key, str(exc))
+    return loaded
+
+
+SCENARIOS = _load_scenarios()
+SEEDS = [int(s) for s in config["seeds"]]
+METHOD_NAMES = list(dict.fromkeys(config["methods"]))
+
+
+def base_method(variant):
+    """The method whose name trains the shared step 0 of a base variant (first in registry order)."""
+    return next(m.name for m in METHODS.values() if m.base_variant == variant and not m.joint)
+
+
+def method_of(name):
+    """The Method of a results folder name: a method, or `_base_<variant>` for a shared step 0."""
+    if name.startswith(BASE_PREFIX):
+        return get_method(base_method(name[len(BASE_PREFIX):]))
+    return get_method(name)
+
+
+def n_steps(scenario):
+    return num_steps(SCENARIOS[scenario])
+
+
+def run_steps(scenario, method):
+    """Step indices a run has: every step, or only the final one for joint training."""
+    n = n_steps(scenario)
+    return [n - 1] if get_method(method).joint else list(range(n))
+
+
+def runs():
+    """Every configured (scenario, method, seed)."""
+    return [(sc, m, s) for sc in SCENARIOS for m in METHOD_NAMES for s in SEEDS]
+
+
+# ---------------------------------------------------------------- paths
+
+def split_dir(scenario):
+    return f"{RESULTS}/data/{scenario}"
+
+
+def run_dir(scenario, method, seed):
+    return f"{RESULTS}/{scenario}/{method}/seed{seed}"
+
+
+def step_dir(scenario, method, seed, step):
+    return f"{run_dir(scenario, method, seed)}/step{step}"
+
+
+def ckpt_dir(scenario, method, seed, step):
+    """Periodic training checkpoints: NOT a declared output, so an interrupted step resumes from them."""
+    return f"{run_dir(scenario, method, seed)}/checkpoints/step{step}"
+
+
+def synth_root(scenario):
+    return f"resources/synth/{scenario}"
+
+
+def data_root(scenario):
+    """The dataset root `hvpl split` reads: config `data_roots`, else generated synthetic data, else the
+    scenario's data.root, else $DATASETS_ROOT."""
+    roots = config.get("data_roots") or {}
+    if roots.get(scenario):
+        return str(roots[scenario])
+    sc = SCENARIOS[scenario]
+    if sc["dataset"] == "synthetic":
+        return synth_root(scenario)
+    root = (sc.get("data") or {}).get("root") or os.environ.get("DATASETS_ROOT")
+    if not root:
+        config_error(f"data_roots.{scenario}", "no dataset root: set it in the config, in the scenario's "
+                     "data.root, or in the DATASETS_ROOT environment variable")
+    return str(root)
+
+
+def generates_data(scenario):
+    """True when the workflow synthesises this scenario's dataset itself."""
+    return SCENARIOS[scenario]["dataset"] == "synthetic" and not (config.get("data_roots") or {}).get(scenario)
+
+
+def split_files(scenario):
+    """Every file `hvpl split` writes for a scenario."""
+    d, n = split_dir(scenario), n_steps(scenario)
+    steps = [f"{d}/{kind}_step{t}.json" for t in range(n) for kind in ("train", "test")]
+    return [f"{d}/classes.json", f"{d}/split_info.json", f"{d}/train_all.json", *steps]
+
+
+def run_outputs(scenario, method, seed):
+    """The per-step metrics and the run's forgetting.json: what `all` asks for per run."""
+    steps = run_steps(scenario, method)
+    metrics = [f"{step_dir(scenario, method, seed, t)}/metrics.json" for t in steps]
+    return metrics + [f"{run_dir(scenario, method, seed)}/forgetting.json"]
+
+
+# ---------------------------------------------------------------- rule inputs and arguments
+
+def hvpl_config_args(scenario, method):
+    """`--scenario/--method/--model/--set` arguments of `hvpl train` and `hvpl ogc-memory`."""
+    args = ["--scenario", scenario, "--method", method_of(method).name]
+    if config.get("model"):
+        args += ["--model", config["model"]]
+    for key, value in _override_items(scenario):
+        flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        args += ["--set", f"{key}={flow}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def compute_args():
+    return f"--device {shlex.quote(config['device'])}"
+
+
+def synth_args(wildcards):
+    items = dict(_override_items(wildcards.scenario))
+    return " ".join(f"--{flag} {int(items[k])}" for k, flag in SYNTH_FLAGS.items() if k in items)
+
+
+def split_args(scenario):
+    items = dict(_override_items(scenario))
+    return " ".join(f"--{flag} {int(items[k])}" for k, flag in SPLIT_FLAGS.items() if k in items)
+
+
+def split_inputs(scenario):
+    return [f"{synth_root(scenario)}/train.json"] if generates_data(scenario) else []
+
+
+def train_inputs(wildcards):
+    """Step t's training JSON; for t >= 1 step t-1's model and (OGC methods) step t's basis."""
+    sc, t = wildcards.scenario, int(wildcards.step)
+    method = method_of(wildcards.method)
+    name = "train_all.json" if method.joint else f"train_step{t}.json"
+    inputs = {"train_json": f"{split_dir(sc)}/{name}"}
+    if t >= 1 and not method.joint:
+        inputs["prev_model"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t - 1)}/model_final.pth"
+        if method.ogc:
+            inputs["ogc_basis"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t)}/ogc_basis.pt"
+    return inputs
+
+
+def optional_args(input, **flags):
+    """`--flag path` for every named input that this job has."""
+    return " ".join(f"--{flag} {shlex.quote(str(input[name]))}" for name, flag in flags.items()
+                    if name in input.keys())
+
+
+def ogc_inputs(wildcards):
+    """Step t-1's model and training data, and step t-1's basis when t-1 >= 1."""
+    sc, t = wildcards.scenario, int(wildcards.step)
+    if t < 1:
+        raise WorkflowError(f"ogc_memory: step {t} has no previous step")
+    prev = step_dir(sc, wildcards.method, wildcards.seed, t - 1)
+    inputs = {"prev_model": f"{prev}/model_final.pth", "train_json": f"{split_dir(sc)}/train_step{t - 1}.json"}
+    if t - 1 >= 1:
+        inputs["prev_basis"] = f"{prev}/ogc_basis.pt"
+    return inputs
+
+
+def base_step0(wildcards):
+    """The shared step 0 of this method's base variant."""
+    variant = get_method(wildcards.method).base_variant
+    d = step_dir(wildcards.scenario, BASE_PREFIX + variant, wildcards.seed, 0)
+    return {"model": f"{d}/model_final.pth", "train_log": f"{d}/train_log.jsonl"}
+
+
+def forgetting_inputs(wildcards):
+    sc = wildcards.scenario
+    metrics = [f"{step_dir(sc, wildcards.method, wildcards.seed, t)}/metrics.json"
+               for t in run_steps(sc, wildcards.method)]
+    return {"metrics": metrics, "classes": f"{split_dir(sc)}/classes.json"}
+
+
+def summary_inputs():
+    """Every run's metrics, forgetting.json and training logs, and each scenario's split info."""
+    files = []
+    for sc, m, s in runs():
+        files += run_outputs(sc, m, s)
+        files += [f"{step_dir(sc, m, s, t)}/train_log.jsonl" for t in run_steps(sc, m)]
+    for sc in SCENARIOS:
+        files += [f"{split_dir(sc)}/classes.json", f"{split_dir(sc)}/split_info.json"]
+    return files
+
+
+def gpu_resources():
+    """GPU requests (Snakemake's standard `gpu` / `cpus_per_gpu`) only when the config runs on CUDA."""
+    if not config["device"].startswith("cuda"):
+        return {}
+    return {"gpu": 1, "cpus_per_gpu": int(config["threads"])}
+
+
+def cluster_resources():
+    """GPUs, plus SLURM partition/account from $HVPL_SLURM_PARTITION / $HVPL_SLURM_ACCOUNT when set."""
+    res = gpu_resources()
+    for env, key in (("HVPL_SLURM_PARTITION", "slurm_partition"), ("HVPL_SLURM_ACCOUNT", "slurm_account")):
+        if os.environ.get(env):
+            res[key] = os.environ[env]
+    return res
+
+
+# ---------------------------------------------------------------- stale locks after a hard kill
+
+RUN_MARKER = Path(".snakemake/hvpl_main.pid")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clear_stale_locks():
+    """Remove Snakemake's locks left by a main process of this host that was killed (SIGKILL, OOM).
+
+    Snakemake releases its locks on a normal exit and on Ctrl-C, but not after SIGKILL; the marker written
+    by `onstart` tells a dead local run (safe to unlock) from a live one or one on another host (left alone).
+    """
+    locks = Path(".snakemake/locks")
+    if not RUN_MARKER.is_file() or not locks.is_dir() or not any(locks.iterdir()):
+        return
+    host, _, pid = RUN_MARKER.read_text().strip().partition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid)):
+        for lock in locks.iterdir():
+            lock.unlink()
+        RUN_MARKER.unlink()
+        print(f"hvpl: removed the locks of a killed run (pid {pid}); continuing it", file=sys.stderr)
+
+
+def write_run_marker():
+    RUN_MARKER.parent.mkdir(parents=True, exist_ok=True)
+    RUN_MARKER.write_text(f"{socket.gethostname()}:{os.getpid()}\n")
+
+
+def remove_run_marker():
+    if RUN_MARKER.is_file() and RUN_MARKER.read_text().strip().endswith(f":{os.getpid()}"):
+        RUN_MARKER.unlink()

@@ -1,0 +1,46 @@
+# Data: the synthetic benchmark (synthetic scenarios only) and the class-incremental split of each scenario.
+
+
+rule synthesize:
+    """The synthetic YouTube-VIS-layout dataset of a synthetic scenario (its data.root)."""
+    output:
+        json="resources/synth/{scenario}/train.json",
+        frames=directory("resources/synth/{scenario}/train"),
+    params:
+        root=lambda wildcards, output: os.path.dirname(output.json),
+        extra=synth_args,
+    log:
+        f"{LOGS}/{{scenario}}/synthesize.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/synthesize.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    shell:
+        "hvpl synth --scenario {wildcards.scenario} --out {params.root} {params.extra} > {log} 2>&1"
+
+
+# `hvpl split` writes a number of step files that depends on the scenario, so each configured scenario
+# gets its own split rule (split_<scenario>) listing them all as outputs.
+for _scenario in SCENARIOS:
+
+    rule:
+        name:
+            f"split_{_scenario.replace('-', '_').replace('.', '_')}"
+        input:
+            split_inputs(_scenario),
+        output:
+            split_files(_scenario),
+        params:
+            scenario=_scenario,
+            root=lambda wildcards, input, _sc=_scenario: os.path.dirname(input[0]) if input else data_root(_sc),
+            out=lambda wildcards, output: os.path.dirname(output[0]),
+            extra=split_args(_scenario),
+        log:
+            f"{LOGS}/{_scenario}/split.log",
+        benchmark:
+            f"{BENCH}/{_scenario}/split.tsv"
+        conda:
+            "../../envs/hvpl.yaml"
+        shell:
+            "hvpl split --scenario {params.scenario} --data-root {params.root} --out {params.out} "
+            "{params.extra} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# Evaluation of every trained step (runs while the next step trains).
+
+
+rule evaluate:
+    """Step t's model over test_step{t}.json: predictions.json, then metrics.json with the per-task and
+    old/new breakdowns of classes.json."""
+    input:
+        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
+        test_json=f"{RESULTS}/data/{{scenario}}/test_step{{step}}.json",
+        classes=f"{RESULTS}/data/{{scenario}}/classes.json",
+    output:
+        predictions=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/predictions.json",
+        metrics=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/metrics.json",
+    params:
+        compute=compute_args(),
+    threads: config["threads"]
+    resources:
+        **cluster_resources(),
+    log:
+        f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/evaluate_step{{step}}.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/{{method}}/seed{{seed}}/evaluate_step{{step}}.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    shell:
+        "(hvpl predict --model {input.model} --test-json {input.test_json} --out {output.predictions} "
+        "{params.compute} --threads {threads} "
+        "&& hvpl evaluate --gt {input.test_json} --results {output.predictions} --out {output.metrics} "
+        "--classes {input.classes} --step {wildcards.step}) > {log} 2>&1"

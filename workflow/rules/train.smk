@@ -1,0 +1,80 @@
+# Training: one rule for every continual step (wildcard {step}), the shared step 0, and the OGC memory.
+
+
+rule train:
+    """Step t of one run. Step t-1's model (t >= 1), step t's OGC basis (methods with OGC). Checkpoints go
+    to the undeclared sibling folder checkpoints/step{t}/, so a killed job resumes from them."""
+    input:
+        unpack(train_inputs),
+    output:
+        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
+        train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/train_log.jsonl",
+    params:
+        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method),
+        compute=compute_args(),
+        prev=lambda wildcards, input: optional_args(input, prev_model="prev-model", ogc_basis="ogc-basis"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        ckpt_dir=lambda wildcards: ckpt_dir(wildcards.scenario, wildcards.method, wildcards.seed, wildcards.step),
+    threads: config["threads"]
+    resources:
+        **cluster_resources(),
+    priority: 10
+    log:
+        f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/train_step{{step}}.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/{{method}}/seed{{seed}}/train_step{{step}}.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    shell:
+        "hvpl train {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
+        "--seed {wildcards.seed} --train-json {input.train_json} --out-dir {params.out_dir} {params.prev} "
+        "--ckpt-dir {params.ckpt_dir} > {log} 2>&1 "
+        "|| {{ echo 'hvpl train failed, see the log: {log}' >&2; tail -n 20 {log} >&2; exit 1; }}"
+
+
+rule share_step0:
+    """A method's step 0 = its base variant's shared step 0 (the model records this method's name)."""
+    input:
+        unpack(base_step0),
+    output:
+        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step0/model_final.pth",
+        train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step0/train_log.jsonl",
+    wildcard_constraints:
+        method="|".join(METHODS),
+    log:
+        f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/share_step0.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/{{method}}/seed{{seed}}/share_step0.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    script:
+        "../scripts/share_step0.py"
+
+
+ruleorder: share_step0 > train
+
+
+rule ogc_memory:
+    """Step t's OGC basis from step t-1's model and training data (accumulating step t-1's basis)."""
+    input:
+        unpack(ogc_inputs),
+    output:
+        f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/ogc_basis.pt",
+    params:
+        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method),
+        compute=compute_args(),
+        prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
+    threads: config["threads"]
+    resources:
+        **cluster_resources(),
+    priority: 10
+    log:
+        f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/ogc_memory_step{{step}}.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/{{method}}/seed{{seed}}/ogc_memory_step{{step}}.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    shell:
+        "hvpl ogc-memory {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
+        "--seed {wildcards.seed} --prev-model {input.prev_model} --train-json {input.train_json} "
+        "{params.prev} --out {output} > {log} 2>&1"

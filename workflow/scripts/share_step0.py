@@ -1,0 +1,28 @@
+"""Give a method its base variant's shared step 0: the model with this method's name, and the train log.
+
+Run by the `share_step0` rule (Snakemake `script:`); `snakemake.input`: model, train_log; `snakemake.output`:
+model, train_log; `snakemake.wildcards.method`. Both outputs are written atomically.
+"""
+import shutil
+import sys
+
+import torch
+
+from hvpl.utils.io import atomic_path, atomic_torch_save
+
+
+def share(model_in: str, log_in: str, model_out: str, log_out: str, method: str) -> None:
+    """Copy the base step 0, recording ``method`` in the checkpoint (predict reads the method from it)."""
+    ckpt = torch.load(model_in, map_location="cpu", weights_only=False)
+    ckpt["method"] = method
+    atomic_torch_save(model_out, ckpt)
+    with atomic_path(log_out) as tmp:
+        shutil.copyfile(log_in, tmp)
+
+
+if __name__ == "__main__" and "snakemake" in globals():
+    sm = snakemake  # noqa: F821 -- injected by Snakemake's script directive
+    with open(sm.log[0], "w") as log:
+        sys.stderr = log
+        share(sm.input.model, sm.input.train_log, sm.output.model, sm.output.train_log, sm.wildcards.method)
+        print(f"step 0 of {sm.wildcards.method} <- {sm.input.model}", file=log)
