@@ -62,6 +62,37 @@ def test_grid_mst_bfs_order_and_depth():
         assert (depths[1:] >= depths[:-1]).all()
 
 
+def _kruskal_edges(cost, ei, ej, n):
+    """Plain Kruskal, edges visited by (cost, edge index)."""
+    root = list(range(n))
+
+    def find(a):
+        while root[a] != a:
+            root[a] = root[root[a]]
+            a = root[a]
+        return a
+
+    chosen = set()
+    for k in sorted(range(len(ei)), key=lambda k: (cost[k], k)):
+        a, b = find(int(ei[k])), find(int(ej[k]))
+        if a != b:
+            root[a] = b
+            chosen.add((int(ei[k]), int(ej[k])))
+    return chosen
+
+
+def test_grid_mst_breaks_ties_by_edge_index():
+    gen = torch.Generator().manual_seed(11)
+    labels = torch.randint(0, 3, (3, 3, 4), generator=gen)
+    x = torch.nn.functional.one_hot(labels, 3).float()   # cosine exactly 0 or 1: two distinct costs, many ties
+    tree = grid_mst(x)
+    ei, ej, cost = _grid_costs(x)
+    cost = np.round(cost, 12)
+    for s in range(3):
+        got = {(min(v, int(p)), max(v, int(p))) for v, p in enumerate(tree.parent[s].tolist()) if p >= 0}
+        assert got == _kruskal_edges(cost[s], ei, ej, 12)
+
+
 def test_grid_mst_ties_are_deterministic():
     x = torch.ones(2, 3, 4, 5)   # every edge costs the same
     a, b = grid_mst(x), grid_mst(x.clone())

@@ -9,7 +9,7 @@ tree "scan" h_i = sum_j (prod of w on the tree path i..j) * u_j, computed exactl
 - ``doubling``: pointer jumping over 2^k-th ancestors; ~6 full-size ops per step, log2(depth) steps
   (few kernel launches: the right choice on GPUs and for deep trees).
 - ``dense``: the N x N path-weight matrix exp(S_i + S_j - 2 S_lca(i,j)) from root prefix sums of
-  log w; only for small B * N^2 * D.
+  log w; memory B * N^2 * D, so only for small problems (an exact cross-check; never chosen by ``auto``).
 
 ``levels`` and ``doubling`` share one autograd Function whose backward is analytic: the path-weight
 matrix is symmetric, so grad_u is the aggregation of grad_h, and grad_w needs one more aggregation.
@@ -27,9 +27,11 @@ from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 from torch import nn
 
 ENGINES = ("levels", "doubling", "dense")
-# ``auto`` engine policy (see bench/bench_tree_scan.py and docs/model_core.md for the measurements).
-DENSE_MAX_ELEMENTS = 1 << 18        # B * N * N * D at most for the dense engine on CPU
-LEVELS_PER_DOUBLING_STEP_CPU = 3.0  # CPU: a BFS level costs about 1/3 of a doubling step per 1e5 elements
+# ``auto`` engine policy on CPU: estimated cost of a forward+backward in arbitrary units (ms on one
+# busy core, fitted with bench/bench_tree_scan.py; see docs/model_core.md). On GPUs: always doubling.
+LEVEL_COST = 0.1                 # per BFS level (per-op overhead dominates: the rows per level are few)
+DOUBLING_STEP_COST = 0.1         # per pointer-jumping step, fixed part
+DOUBLING_COST_PER_ELEMENT = 1.8e-5   # per pointer-jumping step, per element of (B, N, D)
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4   # Mamba's dt initialisation range
 
 
@@ -149,28 +151,46 @@ def grid_mst(x: torch.Tensor) -> TreeStructure:
 
     Edge cost exp(-cosine(x_i, x_j)); ties are broken by edge index (``grid_edges`` order): the costs
     are replaced by their stable ranks, which makes the MST unique. Root node 0, BFS order.
+    All samples go through scipy at once as one block-diagonal graph; a virtual super-root linked to
+    every sample's node 0 turns the forest into one tree for the BFS.
     """
     b, t, q, _ = x.shape
     n = t * q
     ei, ej = grid_edges(t, q)
     feats = F.normalize(x.detach().float().reshape(b, n, -1), dim=-1)
-    cos = (feats[:, ei] * feats[:, ej]).sum(-1)
-    cost = torch.exp(-cos).cpu().numpy()
-    parents, orders = np.full((b, n), -1, dtype=np.int64), np.zeros((b, n), dtype=np.int64)
-    for s in range(b):
-        rank = np.empty(len(ei))
-        rank[np.argsort(cost[s], kind="stable")] = np.arange(1, len(ei) + 1)
-        mst = minimum_spanning_tree(csr_matrix((rank, (ei, ej)), shape=(n, n)))
-        order, pred = breadth_first_order(mst, 0, directed=False, return_predecessors=True)
-        orders[s] = order
-        parents[s] = np.where(pred < 0, -1, pred)
-    depth = np.zeros((b, n), dtype=np.int64)
-    for s in range(b):   # parents precede children in BFS order
-        for v in orders[s, 1:]:
-            depth[s, v] = depth[s, parents[s, v]] + 1
+    cost = torch.exp(-(feats[:, ei] * feats[:, ej]).sum(-1)).cpu().numpy()     # (B, E)
+    ne = len(ei)
+    rank = np.empty((b, ne))
+    np.put_along_axis(rank, np.argsort(cost, axis=1, kind="stable"), np.arange(1, ne + 1, dtype=float)[None], 1)
+    offs = (np.arange(b) * n)[:, None]
+    graph = csr_matrix((rank.ravel(), ((ei + offs).ravel(), (ej + offs).ravel())), shape=(b * n, b * n))
+    forest = minimum_spanning_tree(graph).tocoo()
+    root = b * n                                            # the virtual super-root
+    rows = np.concatenate((forest.row, np.full(b, root)))
+    cols = np.concatenate((forest.col, offs.ravel()))
+    full = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(b * n + 1, b * n + 1))
+    order, pred = breadth_first_order(full, root, directed=False, return_predecessors=True)
+    order = order[1:]                                       # drop the super-root
+    depth = _depths(pred, root)
+    parent = np.where(pred[: b * n] == root, -1, pred[: b * n] - np.repeat(offs.ravel(), n)).reshape(b, n)
+    sample = order // n
+    order_per = (order % n)[np.argsort(sample, kind="stable")].reshape(b, n)
     dev = x.device
-    return TreeStructure(torch.as_tensor(parents, device=dev), torch.as_tensor(orders, device=dev),
-                         torch.as_tensor(depth, device=dev))
+    return TreeStructure(torch.as_tensor(parent, device=dev), torch.as_tensor(order_per, device=dev),
+                         torch.as_tensor(depth.reshape(b, n), device=dev))
+
+
+def _depths(pred: np.ndarray, root: int) -> np.ndarray:
+    """pred: (M+1,) BFS predecessors below the super-root ``root`` (index M) -> (M,) depths, the
+    super-root's children at depth 0. Pointer jumping: log2(depth) vectorised steps."""
+    anc = pred.copy()
+    anc[root] = root
+    dist = np.ones(len(pred), dtype=np.int64)        # edges between a node and anc[node]
+    dist[root] = 0
+    while (anc != root).any():
+        dist = dist + dist[anc]
+        anc = anc[anc]
+    return dist[:root] - 1
 
 
 # ----------------------------------------------------------------------------------------- aggregation
@@ -257,16 +277,15 @@ def _aggregate_dense(u: torch.Tensor, log_w: torch.Tensor, tree: TreeStructure) 
 
 
 def choose_engine(u: torch.Tensor, tree: TreeStructure) -> str:
-    """The ``auto`` policy: dense for small problems on CPU, pointer jumping on GPUs or deep trees."""
-    b, n, d = u.shape
+    """The ``auto`` policy: pointer jumping on GPUs (few launches); on CPU the cheaper of levels and
+    doubling by a fitted cost model. The dense engine is never chosen automatically (slower on CPU)."""
     if u.device.type != "cpu":
         return "doubling"
-    if b * n * n * d <= DENSE_MAX_ELEMENTS:
-        return "dense"
     depth = tree.max_depth
     steps = max(1, depth.bit_length())
-    size = b * n * d / 1e5
-    return "levels" if depth <= LEVELS_PER_DOUBLING_STEP_CPU * steps * max(size, 1.0) else "doubling"
+    levels = depth * LEVEL_COST
+    doubling = steps * (DOUBLING_STEP_COST + DOUBLING_COST_PER_ELEMENT * u.numel())
+    return "levels" if levels <= doubling else "doubling"
 
 
 def tree_aggregate(u: torch.Tensor, w: torch.Tensor, tree: TreeStructure, engine: str = "auto",
