@@ -1,5 +1,6 @@
 """predict_video with a fake model: shapes, top-k, category ids, score formula, RLE round trip, manipulation."""
-import numpy as np
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,6 +117,8 @@ def test_groups_concatenated_and_logit_manipulation():
     assert sum(s < 1e-3 for s in by_class[3]) >= 3  # group 0's queries: task-1 class suppressed
     no_manip = predict_video(model, item, deltas=None, topk=15)
     assert sorted(r["score"] for r in no_manip) != sorted(s for s, _ in got)
+    model.method = types.SimpleNamespace(logit_manipulation=False)  # e.g. finetune: deltas ignored
+    assert predict_video(model, item, deltas=[0.4], topk=15) == no_manip
 
 
 def test_single_group_not_manipulated_and_missing_class_order():

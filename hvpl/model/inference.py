@@ -120,7 +120,8 @@ def predict_video(model, video_item: dict, deltas: Sequence[float] | None, topk:
 
     model: exposes ``forward_video(frames (T, 3, H, W)) -> [{"pred_logits" (Qv, K+1), "pred_masks" (Qv, T, h, w),
     "task": k}]`` and ``classes_per_task``; video_item: a VideoDataset item (``video_id``, ``images`` (T, 3, H, W)
-    0..255, ``orig_size`` (H0, W0)); deltas: the scenario's logit deltas, or None for no manipulation;
+    0..255, ``orig_size`` (H0, W0)); deltas: the scenario's logit deltas, or None for no manipulation (also
+    ignored when ``model.method.logit_manipulation`` is False);
     class_order: dataset category id of every contiguous label (default ``model.class_order``).
     Returns up to ``topk`` dicts {video_id, category_id, score, segmentations: [RLE per frame]} in the order of
     the top-k class probabilities (the final score also includes the mask score).
@@ -132,6 +133,9 @@ def predict_video(model, video_item: dict, deltas: Sequence[float] | None, topk:
     classes_per_task = list(model.classes_per_task)
     if len(class_order) < sum(classes_per_task):
         raise ValueError(f"class_order lists {len(class_order)} categories, the model has {sum(classes_per_task)}")
+    method = getattr(model, "method", None)
+    if method is not None and not getattr(method, "logit_manipulation", True):
+        deltas = None  # finetune / joint: scored without manipulation whatever the scenario lists
     frames = video_item["images"].to(_device(model)).float()
     groups = _run_model(model, frames)
     probs = group_probabilities(groups, classes_per_task, deltas)
