@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ ENGINES = ("levels", "doubling", "dense")
 LEVEL_COST = 0.1                 # per BFS level (per-op overhead dominates: the rows per level are few)
 DOUBLING_STEP_COST = 0.1         # per pointer-jumping step, fixed part
 DOUBLING_COST_PER_ELEMENT = 1.8e-5   # per pointer-jumping step, per element of (B, N, D)
+SUPER_ROOT_COST = 0.5           # below every grid edge's rank (ranks start at 1)
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4   # Mamba's dt initialisation range
 
 
@@ -145,36 +147,48 @@ def grid_edges(t: int, q: int) -> tuple[np.ndarray, np.ndarray]:
     return i[key], j[key]
 
 
+@lru_cache(maxsize=32)
+def _batched_grid_csr(b: int, t: int, q: int) -> tuple:
+    """CSR structure (indices, indptr) of B disjoint T x Q grids plus a super-root (last node) linked to
+    every grid's node 0. Row-major (i, j) edge order equals ``grid_edges`` order within each grid."""
+    n = t * q
+    ei, ej = grid_edges(t, q)
+    offs = np.arange(b) * n
+    rows = np.concatenate(((ei[None] + offs[:, None]).ravel(), np.full(b, b * n)))
+    cols = np.concatenate(((ej[None] + offs[:, None]).ravel(), offs))
+    indptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=b * n + 1))))
+    return cols.astype(np.int32), indptr.astype(np.int32)
+
+
 @torch.no_grad()
 def grid_mst(x: torch.Tensor) -> TreeStructure:
     """x: (B, T, Q, D) -> the minimum spanning tree of each sample's 4-connected T x Q grid.
 
     Edge cost exp(-cosine(x_i, x_j)); ties are broken by edge index (``grid_edges`` order): the costs
     are replaced by their stable ranks, which makes the MST unique. Root node 0, BFS order.
-    All samples go through scipy at once as one block-diagonal graph; a virtual super-root linked to
-    every sample's node 0 turns the forest into one tree for the BFS.
+    All samples go through scipy at once as one graph: B disjoint grids plus a super-root joined to
+    every node 0 by edges cheaper than any grid edge, so its MST is the B grid MSTs plus those edges.
     """
     b, t, q, _ = x.shape
     n = t * q
     ei, ej = grid_edges(t, q)
     feats = F.normalize(x.detach().float().reshape(b, n, -1), dim=-1)
-    cost = torch.exp(-(feats[:, ei] * feats[:, ej]).sum(-1)).cpu().numpy()     # (B, E)
+    idx_i, idx_j = torch.as_tensor(ei, device=x.device), torch.as_tensor(ej, device=x.device)
+    cos = (feats.index_select(1, idx_i) * feats.index_select(1, idx_j)).sum(-1)
+    cost = torch.exp(-cos).cpu().numpy()                                       # (B, E)
     ne = len(ei)
     rank = np.empty((b, ne))
     np.put_along_axis(rank, np.argsort(cost, axis=1, kind="stable"), np.arange(1, ne + 1, dtype=float)[None], 1)
-    offs = (np.arange(b) * n)[:, None]
-    graph = csr_matrix((rank.ravel(), ((ei + offs).ravel(), (ej + offs).ravel())), shape=(b * n, b * n))
-    forest = minimum_spanning_tree(graph).tocoo()
-    root = b * n                                            # the virtual super-root
-    rows = np.concatenate((forest.row, np.full(b, root)))
-    cols = np.concatenate((forest.col, offs.ravel()))
-    full = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(b * n + 1, b * n + 1))
-    order, pred = breadth_first_order(full, root, directed=False, return_predecessors=True)
+    root = b * n                                            # the super-root
+    indices, indptr = _batched_grid_csr(b, t, q)
+    data = np.concatenate((rank.ravel(), np.full(b, SUPER_ROOT_COST)))
+    mst = minimum_spanning_tree(csr_matrix((data, indices, indptr), shape=(root + 1, root + 1)))
+    order, pred = breadth_first_order(mst, root, directed=False, return_predecessors=True)
     order = order[1:]                                       # drop the super-root
     depth = _depths(pred, root)
-    parent = np.where(pred[: b * n] == root, -1, pred[: b * n] - np.repeat(offs.ravel(), n)).reshape(b, n)
-    sample = order // n
-    order_per = (order % n)[np.argsort(sample, kind="stable")].reshape(b, n)
+    offs = np.repeat(np.arange(b) * n, n)
+    parent = np.where(pred[:root] == root, -1, pred[:root] - offs).reshape(b, n)
+    order_per = (order % n)[np.argsort(order // n, kind="stable")].reshape(b, n)
     dev = x.device
     return TreeStructure(torch.as_tensor(parent, device=dev), torch.as_tensor(order_per, device=dev),
                          torch.as_tensor(depth.reshape(b, n), device=dev))
