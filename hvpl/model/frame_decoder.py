@@ -25,18 +25,34 @@ MASK_ATTN_THRESHOLD = 0.5
 
 
 class CrossAttentionLayer(nn.Module):
-    """Post-norm cross-attention: q = norm(q + attn(q + q_pos, mem + mem_pos, mem, mask))."""
+    """Post-norm cross-attention: q = norm(q + attn(q + q_pos, mem + mem_pos, mem, mask)).
+
+    The memory's keys/values are projected once (:meth:`project_memory`) and can be shared by every query
+    group attending to the same memory. Weights live in an ``nn.MultiheadAttention`` (standard names).
+    """
 
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0, batch_first=True)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, q, memory, q_pos, mem_pos, attn_mask=None):
-        """q: (N, Q, C); memory, mem_pos: (N, S, C); q_pos: (Q, C) or (N, Q, C);
-        attn_mask: (N * heads, Q, S) bool, True = not attended."""
-        out = self.attn(q + q_pos, memory + mem_pos, memory, attn_mask=attn_mask, need_weights=False)[0]
-        return self.norm(q + out)
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, S, C) -> (N, heads, S, C / heads)."""
+        n, s, c = x.shape
+        return x.reshape(n, s, self.attn.num_heads, c // self.attn.num_heads).transpose(1, 2)
+
+    def project_memory(self, memory: torch.Tensor, mem_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """memory: (N, S, C); mem_pos: (N, S, C) or (S, C) -> keys, values (N, heads, S, C / heads)."""
+        w_k, w_v = self.attn.in_proj_weight.chunk(3)[1:]
+        b_k, b_v = self.attn.in_proj_bias.chunk(3)[1:]
+        return self._heads(F.linear(memory + mem_pos, w_k, b_k)), self._heads(F.linear(memory, w_v, b_v))
+
+    def forward(self, q, kv, q_pos, allowed=None):
+        """q: (N, Q, C); kv: :meth:`project_memory` output; q_pos: (Q, C) or (N, Q, C);
+        allowed: (N, 1, Q, S) bool, True = attended (every row needs one True)."""
+        w_q, b_q = self.attn.in_proj_weight.chunk(3)[0], self.attn.in_proj_bias.chunk(3)[0]
+        out = F.scaled_dot_product_attention(self._heads(F.linear(q + q_pos, w_q, b_q)), *kv, attn_mask=allowed)
+        return self.norm(q + self.attn.out_proj(out.transpose(1, 2).flatten(2)))
 
 
 class SelfAttentionLayer(nn.Module):
@@ -134,56 +150,66 @@ class FrameDecoder(nn.Module):
         return srcs, poss, sizes
 
     def _predict(self, q, mask_embed, mask_features, attn_size):
-        """q: (N, Qg, C) -> normed queries (N, Qg, C), mask logits (N, Qg, h, w),
-        attention mask for the next layer (N * heads, Qg, h_a * w_a) bool (True = blocked)."""
+        """q: (N, Qg, C) -> normed queries (N, Qg, C), mask logits (N, Qg, h, w), attention mask for the
+        next layer (N, 1, Qg, h_a * w_a) bool (True = attended; a query that would see nothing sees all)."""
         normed = self.decoder_norm(q)
         masks = torch.einsum("nqc,nchw->nqhw", mask_embed(normed), mask_features)
         with torch.no_grad():
             small = F.interpolate(masks, size=attn_size, mode="bilinear", align_corners=False)
-            blocked = small.sigmoid().flatten(2) < MASK_ATTN_THRESHOLD
-            blocked[blocked.all(-1)] = False  # a query that would see nothing sees everything
-            blocked = blocked.repeat_interleave(self.num_heads, dim=0)
-        return normed, masks, blocked
+            allowed = small.sigmoid().flatten(2) >= MASK_ATTN_THRESHOLD
+            allowed |= ~allowed.any(-1, keepdim=True)
+        return normed, masks, allowed.unsqueeze(1)
 
-    def run_group(self, group: int, memory, mask_features: torch.Tensor, capture_layer0: bool = False) -> dict:
-        """One query group alone through the decoder.
+    def run_groups(self, groups: Sequence[int], memory, mask_features: torch.Tensor,
+                   capture_layer0: bool = False) -> list[dict]:
+        """Each query group alone through the decoder, layer by layer (the memory's keys/values are
+        projected once per layer and shared: a group's result does not depend on the other groups).
 
         memory: the output of :meth:`prepare_memory`; mask_features: (N, C, h, w).
-        Returns {"task": group, "queries": (L+1, N, Qg, C) normed outputs (entry 0 = before layer 0),
-        "masks": list of L+1 mask logits (N, Qg, h, w)} and, with capture_layer0, "layer0_self_attn":
-        (N, Qg, C), the layer-0 output right after self-attention.
+        Returns per group {"task": group, "queries": (L+1, N, Qg, C) normed outputs (entry 0 = before
+        layer 0), "masks": list of L+1 mask logits (N, Qg, h, w)} and, with capture_layer0,
+        "layer0_self_attn": (N, Qg, C), the layer-0 output right after self-attention.
         """
         srcs, poss, sizes = memory
-        content, pos_per_layer, mask_embed = self.group_queries(group)
         n = mask_features.shape[0]
-        q = content.unsqueeze(0).expand(n, -1, -1)
-        normed, mask, attn_mask = self._predict(q, mask_embed, mask_features, sizes[0])
-        queries, masks, out = [normed], [mask], {"task": group}
+        specs = [self.group_queries(g) for g in groups]
+        states, outs = [], []
+        for g, (content, _, mask_embed) in zip(groups, specs):
+            q = content.unsqueeze(0).expand(n, -1, -1)
+            normed, mask, allowed = self._predict(q, mask_embed, mask_features, sizes[0])
+            states.append([q, allowed])
+            outs.append({"task": g, "queries": [normed], "masks": [mask]})
         for i in range(self.num_layers):
             lvl = i % NUM_FEATURE_LEVELS
-            q = self.cross_layers[i](q, srcs[lvl], pos_per_layer[i], poss[lvl], attn_mask)
-            q = self.self_layers[i](q, pos_per_layer[i])
-            if capture_layer0 and i == 0:
-                out["layer0_self_attn"] = q
-            q = self.ffn_layers[i](q)
-            normed, mask, attn_mask = self._predict(q, mask_embed, mask_features,
-                                                    sizes[(i + 1) % NUM_FEATURE_LEVELS])
-            queries.append(normed)
-            masks.append(mask)
-        out["queries"] = torch.stack(queries, 0)
-        out["masks"] = masks
-        return out
+            kv = self.cross_layers[i].project_memory(srcs[lvl], poss[lvl])
+            for state, out, (_, pos_per_layer, mask_embed) in zip(states, outs, specs):
+                q = self.cross_layers[i](state[0], kv, pos_per_layer[i], state[1])
+                q = self.self_layers[i](q, pos_per_layer[i])
+                if capture_layer0 and i == 0:
+                    out["layer0_self_attn"] = q
+                q = self.ffn_layers[i](q)
+                normed, mask, state[1] = self._predict(q, mask_embed, mask_features,
+                                                       sizes[(i + 1) % NUM_FEATURE_LEVELS])
+                state[0] = q
+                out["queries"].append(normed)
+                out["masks"].append(mask)
+        for out in outs:
+            out["queries"] = torch.stack(out["queries"], 0)
+        return outs
+
+    def run_group(self, group: int, memory, mask_features: torch.Tensor, capture_layer0: bool = False) -> dict:
+        """:meth:`run_groups` for one group."""
+        return self.run_groups([group], memory, mask_features, capture_layer0)[0]
 
     def forward(self, multi_scale_features: Sequence[torch.Tensor], mask_features: torch.Tensor,
                 groups: Sequence[int] | None = None, capture_layer0: bool = False) -> dict:
         """multi_scale_features: [3 x (N, C, h_l, w_l)] (strides 32, 16, 8); mask_features: (N, C, h, w).
 
-        ``groups``: the query groups to run (default: all), each alone. Returns {"groups": [run_group
-        output per group]} and, with capture_layer0, "layer0_self_attn": (N, sum of Qg, C) of those groups.
+        ``groups``: the query groups to run (default: all), each alone. Returns {"groups": [per group
+        output of :meth:`run_groups`]} and, with capture_layer0, "layer0_self_attn": (N, sum of Qg, C).
         """
         groups = list(range(self.num_groups)) if groups is None else list(groups)
-        memory = self.prepare_memory(multi_scale_features)
-        outs = [self.run_group(g, memory, mask_features, capture_layer0) for g in groups]
+        outs = self.run_groups(groups, self.prepare_memory(multi_scale_features), mask_features, capture_layer0)
         result = {"groups": outs}
         if capture_layer0:
             result["layer0_self_attn"] = torch.cat([o.pop("layer0_self_attn") for o in outs], dim=1)

@@ -122,7 +122,7 @@ class VideoDecoder(nn.Module):
         q = content.unsqueeze(0).expand(lyr * b, -1, -1)
         outputs = []
         for i in range(self.num_layers):
-            q = self.cross_layers[i](q, memory, pos_per_layer[i], mem_pos)
+            q = self.cross_layers[i](q, self.cross_layers[i].project_memory(memory, mem_pos), pos_per_layer[i])
             q = self.self_layers[i](q, pos_per_layer[i])
             q = self.ffn_layers[i](q)
             if self.training or i == self.num_layers - 1:
