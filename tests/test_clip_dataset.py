@@ -153,3 +153,16 @@ def test_class_order_fallback_and_errors(tiny_split_dir, tiny_scenario, tmp_path
     vd = VideoDataset(tmp_path / "t.json", tiny_scenario["input"])
     with pytest.raises(HVPLError, match="is 48x40, the video says 48x48"):
         vd[0]
+
+
+def test_clip_without_visible_instance(tiny_split_dir, tiny_scenario, tmp_path):
+    data, root = raw(tiny_split_dir, "train_step0.json")
+    data["image_root"] = str(root.resolve())
+    data["videos"] = data["videos"][:1]
+    ann = dict(data["annotations"][0], video_id=data["videos"][0]["id"])
+    ann["segmentations"] = [None] * len(ann["segmentations"])
+    data["annotations"] = [ann]
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    item = ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])[0]
+    assert item["labels"].shape == (0,) and item["masks"].shape == (0, T, 48, 48)
+    assert item["present"].shape == (0, T) and item["images"].shape == (T, 3, 48, 48)

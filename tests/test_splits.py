@@ -56,6 +56,9 @@ def test_resplit_properties():
         assert any(c in VIDEO_CATS[v] for v in test), c
         assert any(c in VIDEO_CATS[v] for v in train), c
     assert abs(len(test) - round(0.4 * len(VIDEO_CATS))) <= 1
+    for c in order:  # stratified: no class gets more than its share (phase 1 guarantees one)
+        n_c = sum(c in VIDEO_CATS[v] for v in VIDEO_CATS)
+        assert sum(c in VIDEO_CATS[v] for v in test) <= max(1, -(-2 * n_c // 5))
     assert stratified_resplit(data, order, 0.4, seed=3, where="x") == (train, test)
     others = {tuple(stratified_resplit(data, order, 0.4, seed=s, where="x")[1]) for s in range(6)}
     assert len(others) > 1
@@ -64,6 +67,15 @@ def test_resplit_properties():
 def test_resplit_needs_two_videos_per_class():
     with pytest.raises(HVPLError, match="x: class 3 has 1 video"):
         stratified_resplit(make_dataset({1: [1], 2: [1], 3: [3]}), [1, 3], 0.5, 0, "x")
+
+
+def test_resplit_never_takes_the_last_train_video():
+    # class 2 lives only in videos that also hold class 1; every class keeps a train video whatever the seed
+    cats = {1: [1, 2], 2: [1, 2], 3: [1], 4: [3], 5: [3]}
+    for seed in range(10):
+        train, test = stratified_resplit(make_dataset(cats), [1, 2, 3], 0.5, seed, "x")
+        for c in (1, 2, 3):
+            assert any(c in cats[v] for v in train) and any(c in cats[v] for v in test)
 
 
 def test_scenario_split_rules(root, tmp_path):
