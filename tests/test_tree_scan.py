@@ -49,6 +49,7 @@ def test_grid_mst_is_minimum_spanning_tree(shape):
 
 def test_grid_mst_bfs_order_and_depth():
     tree = grid_mst(torch.randn(2, 4, 5, 3))
+    assert tree.parent.dtype == tree.order.dtype == tree.depth.dtype == torch.long
     for s in range(2):
         order = tree.order[s].tolist()
         assert order[0] == 0 and sorted(order) == list(range(20))

@@ -190,8 +190,8 @@ def grid_mst(x: torch.Tensor) -> TreeStructure:
     parent = np.where(pred[:root] == root, -1, pred[:root] - offs).reshape(b, n)
     order_per = (order % n)[np.argsort(order // n, kind="stable")].reshape(b, n)
     dev = x.device
-    return TreeStructure(torch.as_tensor(parent, device=dev), torch.as_tensor(order_per, device=dev),
-                         torch.as_tensor(depth.reshape(b, n), device=dev))
+    as_long = lambda a: torch.as_tensor(a, dtype=torch.long, device=dev)  # noqa: E731
+    return TreeStructure(as_long(parent), as_long(order_per), as_long(depth.reshape(b, n)))
 
 
 def _depths(pred: np.ndarray, root: int) -> np.ndarray:
