@@ -1,0 +1,265 @@
+"""train_step: outputs, trainable set, OGC projection, non-finite loss, exact resume, 1 vs 2 processes."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hvpl.config import load_run_config
+from hvpl.continual.ogc import gpm_update, save_basis
+from hvpl.engine import trainer as tr
+from hvpl.engine.distributed import DistInfo
+from hvpl.engine.predict import load_model_file
+from hvpl.utils.errors import HVPLError
+
+# a smaller tiny model: fast enough for the default suite
+SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6", "model.loss.num_points=48",
+         "scenario.train.batch_size=2", "scenario.train.log_period=2", "scenario.train.checkpoint_period=2"]
+
+
+def _cfg(method="hvpl", *extra):
+    return load_run_config("synth_smoke", method, None, SMALL + list(extra))
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_after(k):
+    def hook(i):
+        if i == k:
+            raise _Crash(f"simulated crash after iteration {i}")
+    return hook
+
+
+@pytest.fixture(scope="module")
+def step0_model(tiny_split_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("step0") / "step0"
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=3", "scenario.train.step0_lr_drop=2")
+    tr.train_step(cfg, step=0, train_json=tiny_split_dir / "train_step0.json", out_dir=out, seed=0)
+    return out / tr.FINAL_NAME
+
+
+def test_step0_outputs_follow_the_design(step0_model):
+    ckpt = load_model_file(step0_model)
+    for key in ("model", "model_config", "scenario", "method", "step", "classes_per_task", "class_order",
+                "trainable_params", "total_params", "train_seconds", "iterations"):
+        assert key in ckpt
+    assert ckpt["step"] == 0 and ckpt["classes_per_task"] == [2] and ckpt["class_order"] == [1, 2]
+    assert ckpt["iterations"] == 3 and ckpt["trainable_params"] == ckpt["total_params"]
+    lines = [json.loads(x) for x in (step0_model.parent / tr.LOG_NAME).read_text().splitlines()]
+    assert [x["iter"] for x in lines[:-1]] == [2, 3]          # log_period 2 + the last iteration
+    assert lines[0]["lr"] == pytest.approx(3e-4) and lines[1]["lr"] == pytest.approx(3e-5)  # drop at 2
+    for line in lines[:-1]:
+        terms = {k: v for k, v in line.items() if k.startswith(("frame_", "video_"))}
+        assert terms and line["loss"] == pytest.approx(sum(terms.values()), rel=1e-5)
+        assert line["time"] >= 0
+    done = lines[-1]
+    assert done["event"] == "done" and done["iterations"] == 3
+    assert done["trainable_params"] == ckpt["trainable_params"] and done["total_params"] == ckpt["total_params"]
+    # checkpoints live in the sibling folder, not next to the declared outputs
+    ckpt_dir = tr.default_ckpt_dir(step0_model.parent)
+    assert [p.name for p in sorted(ckpt_dir.glob("ckpt_*.pt"))] == ["ckpt_00000002.pt"]
+    assert sorted(p.name for p in step0_model.parent.iterdir()) == sorted([tr.LOG_NAME, tr.FINAL_NAME])
+
+
+def _basis(tmp_path, cfg, rank=5):
+    C = cfg["model"]["hidden_dim"]
+    M = gpm_update(torch.randn(C, 50, generator=torch.Generator().manual_seed(0)), None, 0.7)[:, :rank]
+    save_basis(tmp_path / "ogc_basis.pt", M, 0.7, 50, 1)
+    return tmp_path / "ogc_basis.pt", M
+
+
+def test_prompt_step_trains_only_its_set_and_projects_the_prompt_gradient(step0_model, tiny_split_dir, tmp_path):
+    from hvpl.engine.predict import load_model_file as load
+
+    cfg = _cfg("hvpl", "scenario.train.inc_iters=2")
+    basis_path, M = _basis(tmp_path, cfg)
+    prev = load(step0_model)
+    plan, dataset = tr.plan_step(cfg, 1, tiny_split_dir / "train_step1.json", prev, seed=0)
+    assert plan.classes_per_task == [2, 2] and plan.class_order == [1, 2, 3, 4] and not plan.lr_drop
+    model = tr.build_step_model(cfg, plan, prev)
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    trainer = tr.StepTrainer(cfg, plan, model, dataset, info, seed=0, out_dir=tmp_path / "o",
+                             ckpt_dir=tmp_path / "c", basis=M, fingerprint="x")
+    content = model.frame_decoder.prompts[0].content
+    seen = []
+    step_fn = trainer.optimizer.step
+
+    def spy():
+        seen.append(content.grad.detach().clone())
+        return step_fn()
+    trainer.optimizer.step = spy
+    trainer.run()
+    assert seen and all(g.abs().sum() > 0 for g in seen)
+    for g in seen:   # after projection (and clipping, a scalar factor) nothing is left in the basis span
+        assert (g.double() @ M.double()).norm() / g.norm() < 1e-5
+    # frozen weights unchanged bit-for-bit, the trainable set changed
+    after = model.state_dict()
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("frame_classifier", "video_classifier", "frame_decoder.prompts.0",
+                                       "video_decoder.prompts.0")) for n in names)
+    for name, value in prev["model"].items():
+        if name not in names:
+            assert torch.equal(after[name], value), name
+    assert any(not torch.equal(after[n], prev["model"][n]) for n in names if n in prev["model"])
+
+
+def test_nonfinite_loss_names_iteration_and_terms(step0_model, tiny_split_dir, tmp_path):
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=2")
+    plan, dataset = tr.plan_step(cfg, 0, tiny_split_dir / "train_step0.json", None, seed=0)
+    model = tr.build_step_model(cfg, plan, None)
+    trainer = tr.StepTrainer(cfg, plan, model, dataset, DistInfo(0, 1, 0, torch.device("cpu")), seed=0,
+                             out_dir=tmp_path, ckpt_dir=tmp_path, basis=None, fingerprint="x")
+    real = trainer.criterion
+
+    def bad(outputs, targets, gen=None):
+        terms = real(outputs, targets, gen)
+        terms["frame_loss_dice"] = terms["frame_loss_dice"] * float("nan")
+        return terms
+    trainer.criterion = bad
+    with pytest.raises(HVPLError, match=r"iteration 1: .*frame_loss_dice=nan"):
+        trainer.run()
+
+
+def test_input_errors(step0_model, tiny_split_dir, tmp_path):
+    cfg = _cfg("hvpl")
+    with pytest.raises(HVPLError, match="prev-model"):
+        tr.train_step(cfg, step=1, train_json=tiny_split_dir / "train_step1.json", out_dir=tmp_path / "a")
+    with pytest.raises(HVPLError, match="ogc-basis"):
+        tr.train_step(cfg, step=1, train_json=tiny_split_dir / "train_step1.json", out_dir=tmp_path / "b",
+                      prev_model=step0_model)
+    with pytest.raises(HVPLError, match="train_step0.json"):   # the wrong step's data
+        tr.train_step(_cfg("eclipse"), step=1, train_json=tiny_split_dir / "train_step0.json",
+                      out_dir=tmp_path / "c", prev_model=step0_model)
+    with pytest.raises(HVPLError, match="out of range"):
+        tr.train_step(cfg, step=7, train_json=tiny_split_dir / "train_step0.json", out_dir=tmp_path / "d")
+    assert not any((tmp_path / d).exists() for d in "abcd")
+
+
+def _train_pair(cfg, step, train_json, tmp_path, crash_at, **kw):
+    """Uninterrupted run vs a run crashed after ``crash_at`` and resumed; returns both final checkpoints."""
+    full = tmp_path / "full" / f"step{step}"
+    tr.train_step(cfg, step=step, train_json=train_json, out_dir=full, seed=3, **kw)
+    part = tmp_path / "part" / f"step{step}"
+    with pytest.raises(_Crash):
+        tr.train_step(cfg, step=step, train_json=train_json, out_dir=part, seed=3,
+                      after_iteration=_crash_after(crash_at), **kw)
+    assert not (part / tr.FINAL_NAME).exists()
+    tr.train_step(cfg, step=step, train_json=train_json, out_dir=part, seed=3, **kw)
+    return load_model_file(full / tr.FINAL_NAME), load_model_file(part / tr.FINAL_NAME), full, part
+
+
+def _log_without_time(path: Path):
+    return [{k: v for k, v in json.loads(x).items() if k not in ("time", "train_seconds")}
+            for x in path.read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_step0_equals_uninterrupted(tiny_split_dir, tmp_path):
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=5", "scenario.train.step0_lr_drop=3")
+    a, b, full, part = _train_pair(cfg, 0, tiny_split_dir / "train_step0.json", tmp_path, crash_at=3)
+    assert _states_equal(a["model"], b["model"])
+    assert _log_without_time(full / tr.LOG_NAME) == _log_without_time(part / tr.LOG_NAME)
+
+
+def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny_split_dir, tmp_path):
+    cfg = _cfg("hvpl", "scenario.train.inc_iters=4")
+    basis_path, _ = _basis(tmp_path, cfg)
+    a, b, _, _ = _train_pair(cfg, 1, tiny_split_dir / "train_step1.json", tmp_path, crash_at=3,
+                             prev_model=step0_model, ogc_basis=basis_path)
+    assert _states_equal(a["model"], b["model"])
+
+
+def test_clip_seed_distinguishes_every_coordinate():
+    seeds = {tr.clip_seed(s, t, i, k) for s in range(2) for t in range(2) for i in range(3) for k in range(3)}
+    assert len(seeds) == 36
+
+
+def test_pad_clips_pads_with_the_pixel_mean():
+    mean = torch.tensor([10.0, 20.0, 30.0])
+    clips = [{"images": torch.zeros(2, 3, 4, 5)}, {"images": torch.ones(2, 3, 6, 3)}]
+    out = tr.pad_clips(clips, mean)
+    assert out.shape == (2, 2, 3, 6, 5)
+    assert torch.equal(out[0, :, :, :4, :5], clips[0]["images"])
+    assert torch.equal(out[0, :, 1, 4:, :], torch.full((2, 2, 5), 20.0))
+    assert torch.equal(out[1, :, 2, :, 3:], torch.full((2, 6, 2), 30.0))
+
+
+# ------------------------------------------------------------------------------------- 1 vs 2 processes
+def _one_instance_dataset(root: Path, num_videos=4, frames=2, size=48) -> Path:
+    """Videos with exactly one instance visible in every frame (equal instance counts in every clip)."""
+    from hvpl.data.masks import encode_mask
+
+    rng = np.random.default_rng(0)
+    videos, anns = [], []
+    for v in range(num_videos):
+        names, segs = [], []
+        for f in range(frames):
+            img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            mask = np.zeros((size, size), dtype=bool)
+            y, x = 8 + 4 * f, 6 + 5 * v
+            mask[y:y + 16, x:x + 14] = True
+            img[mask] = (200, 30, 30) if v % 2 == 0 else (30, 30, 200)
+            name = f"v{v}/{f:05d}.jpg"
+            (root / "frames" / f"v{v}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / "frames" / name, quality=95)
+            names.append(name)
+            segs.append(encode_mask(mask))
+        videos.append({"id": v + 1, "width": size, "height": size, "length": frames, "file_names": names})
+        anns.append({"id": v + 1, "video_id": v + 1, "category_id": 1 + v % 2, "iscrowd": 0, "segmentations": segs,
+                     "areas": [float(16 * 14)] * frames, "bboxes": [[0, 0, 1, 1]] * frames})
+    data = {"videos": videos, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+            "image_root": "frames"}
+    path = root / "train_step0.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    train_json = _one_instance_dataset(tmp_path / "data")
+    args = ["train", "--scenario", "synth_smoke", "--step", "0", "--train-json", str(train_json), "--threads", "1",
+            "--set", "scenario.train.step0_iters=3"]
+    for item in SMALL:
+        args += ["--set", item]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "hvpl.cli", *args, "--out-dir", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", str(_free_port()), "-m", "hvpl.cli", *args,
+                          "--out-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = load_model_file(tmp_path / "one" / tr.FINAL_NAME)["model"]
+    b = load_model_file(tmp_path / "two" / tr.FINAL_NAME)["model"]
+    cfg = _cfg("hvpl")
+    tr.seed_everything(0)   # train_step's seed before it builds the model
+    start = tr.build_step_model(cfg, tr._plan(cfg, 0, train_json, None), None).state_dict()
+    moved = 0
+    # Adam turns float-rounding noise in (mathematically) zero gradients, e.g. attention key biases, into
+    # updates of up to lr per iteration, so weights agree to 2e-5 here (lr * iterations = 9e-4), the losses to 1e-6
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-5, msg=k)
+        moved += int(not torch.equal(a[k], start[k]))
+    assert moved > 0
+    la = _log_without_time(tmp_path / "one" / tr.LOG_NAME)
+    lb = _log_without_time(tmp_path / "two" / tr.LOG_NAME)
+    for x, y in zip(la[:-1], lb[:-1]):
+        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-6) for k in x)
