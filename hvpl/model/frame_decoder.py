@@ -24,6 +24,13 @@ NUM_FEATURE_LEVELS = 3
 MASK_ATTN_THRESHOLD = 0.5
 
 
+def _xavier_(module: nn.Module) -> None:
+    """Xavier-uniform init of every weight matrix (Mask2Former's / VITA's transformer-layer init)."""
+    for p in module.parameters():
+        if p.dim() > 1:
+            nn.init.xavier_uniform_(p)
+
+
 class CrossAttentionLayer(nn.Module):
     """Post-norm cross-attention: q = norm(q + attn(q + q_pos, mem + mem_pos, mem, mask)).
 
@@ -35,6 +42,7 @@ class CrossAttentionLayer(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0, batch_first=True)
         self.norm = nn.LayerNorm(dim)
+        _xavier_(self)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(N, S, C) -> (N, heads, S, C / heads)."""
@@ -62,6 +70,7 @@ class SelfAttentionLayer(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=0.0, batch_first=True)
         self.norm = nn.LayerNorm(dim)
+        _xavier_(self)
 
     def forward(self, q, q_pos):
         """q: (N, Q, C); q_pos: broadcastable to q."""
@@ -77,6 +86,7 @@ class FFNLayer(nn.Module):
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm = nn.LayerNorm(dim)
+        _xavier_(self)
 
     def forward(self, q):
         return self.norm(q + self.linear2(F.relu(self.linear1(q))))

@@ -154,12 +154,12 @@ class HVPLModel(nn.Module):
     # ------------------------------------------------------------- inference
     @torch.no_grad()
     def encode_frames(self, frames: torch.Tensor, groups: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """frames (T, 3, H, W) in chunks of ``inference.chunk_frames`` -> (per group the last layer's
-        normed frame queries (T, Qg, C), video mask features (T, C, h, w))."""
+        """frames (T, 3, H, W) (any device; moved chunk by chunk) in chunks of ``inference.chunk_frames`` ->
+        (per group the last layer's normed frame queries (T, Qg, C), video mask features (T, C, h, w))."""
         per_group: list[list[torch.Tensor]] = [[] for _ in groups]
         vmfs = []
         for start in range(0, frames.shape[0], self.chunk_frames):
-            pix = self.trunk(frames[start:start + self.chunk_frames])
+            pix = self.trunk(frames[start:start + self.chunk_frames].to(self.pixel_mean.device))
             fd = self.frame_decoder(pix["multi_scale_features"], pix["mask_features"], groups=groups)
             for acc, g in zip(per_group, fd["groups"]):
                 acc.append(g["queries"][-1])
