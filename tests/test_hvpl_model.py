@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from torch.nn import functional as F
 
 from hvpl.continual.growth import grow_for_step, set_trainable
 from hvpl.model.hvpl import HVPLModel, build_model_from_checkpoint
