@@ -158,3 +158,59 @@ def test_same_basis_file_gives_same_projection_in_every_process(tmp_path):
     outs = [torch.load(tmp_path / f"out{r}.pt", weights_only=True) for r in range(2)]
     assert torch.equal(outs[0], outs[1])
     assert torch.equal(outs[0], project_gradient(g, load_basis(tmp_path / "b.pt")))
+
+
+# ----------------------------------------------------------------------------------------- build_memory
+def _untrained_model_file(cfg, step, train_json, prev, path):
+    from hvpl.engine import trainer as tr
+    from hvpl.engine.predict import load_model_file
+    from hvpl.utils.io import atomic_torch_save
+
+    plan, _ = tr.plan_step(cfg, step, train_json, prev, seed=0)
+    tr.seed_everything(step)
+    model = tr.build_step_model(cfg, plan, prev)
+    atomic_torch_save(path, {"model": model.state_dict(), "model_config": cfg["model"], "scenario": cfg["scenario"],
+                             "method": cfg["method"], "step": step, "classes_per_task": plan.classes_per_task,
+                             "class_order": plan.class_order, "trainable_params": 0, "total_params": 0,
+                             "train_seconds": 0.0, "iterations": 0})
+    return load_model_file(path)
+
+
+def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_path):
+    from hvpl.config import load_run_config
+    from hvpl.continual.ogc import build_memory, collect_features
+    from hvpl.engine.predict import rebuild_model
+
+    cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=6",
+                                                        "scenario.train.ogc_samples=5"])
+    m0 = _untrained_model_file(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    m1 = _untrained_model_file(cfg, 1, tiny_split_dir / "train_step1.json", m0, tmp_path / "m1.pth")
+    b1 = build_memory(cfg, step=1, prev_model=tmp_path / "m0.pth", train_json=tiny_split_dir / "train_step0.json",
+                      out=tmp_path / "b1.pt")
+    saved = torch.load(tmp_path / "b1.pt", weights_only=True)
+    C, Q, P = cfg["model"]["hidden_dim"], 6, cfg["scenario"]["prompts_per_task"]
+    assert saved["step"] == 1 and saved["energy_threshold"] == 0.7 and saved["num_features"] == 5 * Q
+    assert torch.equal(saved["basis"], b1) and b1.shape[0] == C and 1 <= b1.shape[1] < C
+    np.testing.assert_allclose(b1.double().T @ b1.double(), np.eye(b1.shape[1]), atol=1e-5)
+
+    # R from the step-1 model (base + prompt group 1) equals the layer-0 outputs of each group run alone
+    model = rebuild_model(m1).eval()
+    frames = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0)) * 255
+    R = collect_features(model, frames, chunk=1)
+    assert R.shape == (C, 2 * (Q + P))
+    with torch.no_grad():
+        pix = model.trunk(frames)
+        memory = model.frame_decoder.prepare_memory(pix["multi_scale_features"])
+        per_group = [model.frame_decoder.run_group(g, memory, pix["mask_features"], capture_layer0=True)
+                     ["layer0_self_attn"] for g in range(2)]
+    manual = torch.cat(per_group, 1).reshape(-1, C).T
+    torch.testing.assert_close(R, manual, atol=1e-5, rtol=1e-5)
+
+    # step 2: accumulated onto step 1's basis; the features' energy in the basis reaches the threshold
+    b2 = build_memory(cfg, step=2, prev_model=tmp_path / "m1.pth", train_json=tiny_split_dir / "train_step1.json",
+                      prev_basis=tmp_path / "b1.pt", out=tmp_path / "b2.pt")
+    assert torch.equal(b2[:, :b1.shape[1]], b1)
+    with pytest.raises(HVPLError, match="needs step 1"):
+        build_memory(cfg, step=2, prev_model=tmp_path / "m0.pth", train_json=tiny_split_dir / "train_step0.json",
+                     out=tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()

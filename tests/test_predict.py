@@ -1,0 +1,107 @@
+"""predict(): model file -> YouTube-VIS results; model-file loading and rebuilding."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hvpl.config import load_run_config
+from hvpl.engine import trainer as tr
+from hvpl.engine.predict import load_model_file, predict, rebuild_model
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_torch_save, read_json
+
+SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6"]
+
+
+def save_untrained(cfg, step, train_json, prev, path):
+    """An untrained model of ``step`` in the model_final.pth format (no training needed for these tests)."""
+    plan, _ = tr.plan_step(cfg, step, train_json, prev, seed=0)
+    tr.seed_everything(step)
+    model = tr.build_step_model(cfg, plan, prev)
+    atomic_torch_save(path, {"model": model.state_dict(), "model_config": cfg["model"], "scenario": cfg["scenario"],
+                             "method": cfg["method"], "step": step, "classes_per_task": plan.classes_per_task,
+                             "class_order": plan.class_order, "trainable_params": 0, "total_params": 0,
+                             "train_seconds": 0.0, "iterations": 0})
+    return load_model_file(path)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_split_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict_models")
+    cfg = load_run_config("synth_smoke", "hvpl", None, SMALL)
+    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, root / "step0.pth")
+    save_untrained(cfg, 1, tiny_split_dir / "train_step1.json", m0, root / "step1.pth")
+    return root / "step0.pth", root / "step1.pth"
+
+
+def test_predictions_file_format(models, tiny_split_dir, tmp_path):
+    _, step1 = models
+    gt = read_json(tiny_split_dir / "test_step1.json")
+    out = tmp_path / "predictions.json"
+    res = predict(step1, tiny_split_dir / "test_step1.json", out, max_videos=3)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    videos = {v["id"]: v for v in gt["videos"][:3]}
+    seen = {1, 2, 3, 4}
+    assert {r["video_id"] for r in res} == set(videos)
+    topk = load_model_file(step1)["scenario"]["detections_per_video"]
+    for vid in videos:
+        assert sum(r["video_id"] == vid for r in res) == topk
+    for r in res:
+        assert set(r) == {"video_id", "category_id", "score", "segmentations"}
+        assert r["category_id"] in seen and 0.0 <= r["score"] <= 1.0
+        v = videos[r["video_id"]]
+        assert len(r["segmentations"]) == v["length"]
+        assert all(s is None or s["size"] == [v["height"], v["width"]] for s in r["segmentations"])
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.json"]   # no temporary file left
+
+
+def test_predict_wires_deltas_topk_and_class_order(models, tiny_split_dir, tmp_path):
+    from hvpl.data.clip_dataset import VideoDataset
+    from hvpl.model.inference import predict_video
+
+    _, step1 = models
+    res = predict(step1, tiny_split_dir / "test_step1.json", tmp_path / "p.json", max_videos=2)
+    ckpt = load_model_file(step1)
+    model = rebuild_model(ckpt).eval()
+    ds = VideoDataset(tiny_split_dir / "test_step1.json", ckpt["scenario"]["input"])
+    expected = []
+    for i in range(2):
+        expected += predict_video(model, ds[i], ckpt["scenario"]["logit_deltas"],
+                                  ckpt["scenario"]["detections_per_video"], class_order=ckpt["class_order"])
+    assert res == expected
+    no_deltas = predict_video(model, ds[0], None, ckpt["scenario"]["detections_per_video"],
+                              class_order=ckpt["class_order"])
+    assert [r["score"] for r in no_deltas] != [r["score"] for r in res[:len(no_deltas)]]
+
+
+def test_predict_is_deterministic(models, tiny_split_dir, tmp_path):
+    step0, _ = models
+    a = predict(step0, tiny_split_dir / "test_step0.json", tmp_path / "a.json", max_videos=2)
+    b = predict(step0, tiny_split_dir / "test_step0.json", tmp_path / "b.json", max_videos=2)
+    assert a == b and {r["category_id"] for r in a} <= {1, 2}
+
+
+def test_model_file_errors(models, tmp_path):
+    with pytest.raises(HVPLError, match="not found"):
+        load_model_file(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(HVPLError, match="junk.pth"):
+        load_model_file(tmp_path / "junk.pth")
+    torch.save({"model": {}}, tmp_path / "partial.pth")
+    with pytest.raises(HVPLError, match="missing entries"):
+        load_model_file(tmp_path / "partial.pth")
+    ckpt = load_model_file(models[1])
+    ckpt["classes_per_task"] = [2, 2, 2]
+    with pytest.raises(HVPLError, match="do not match"):
+        rebuild_model(ckpt)
+
+
+def test_rebuild_as_another_method_of_the_same_base(models):
+    ckpt = load_model_file(models[0])
+    for method in ("eclipse", "hvpl_no_ogc", "finetune"):
+        model = rebuild_model(ckpt, method)
+        assert model.method.name == method
+        own = model.state_dict()
+        assert all(torch.equal(own[k], v) for k, v in ckpt["model"].items())
