@@ -1,0 +1,134 @@
+"""Training iteration time: a prompt step (t = 1) vs step 0, per method, at a small size.
+
+A prompt step trains only prompts + class heads: the trunk (backbone + pixel decoder) runs without autograd
+and frozen weights get no gradient, so one iteration should cost well under step 0's (target ratio <= 0.4).
+Data loading is included (the same ClipDataset in both). Models are untrained (the timing does not depend on
+the weights). Prints a table and writes ``bench/out/iteration.json``.
+
+    python bench/bench_iteration.py [--scenario synth_4-2] [--methods hvpl eclipse finetune] [--iters 10]
+                                    [--warmup 2] [--threads 1] [--device cpu] [--sizes 0 128]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from hvpl.config import load_run_config
+from hvpl.continual.growth import count_trainable
+from hvpl.continual.ogc import gpm_update
+from hvpl.data.splits import make_scenario_split
+from hvpl.data.synthetic import generate_synthetic
+from hvpl.engine import trainer as tr
+from hvpl.engine.distributed import DistInfo, resolve_device
+from hvpl.utils.io import atomic_write_json
+
+OUT = Path(__file__).resolve().parent / "out" / "iteration.json"
+BENCH_VIDEOS = 40   # enough videos for a split with every class; the timing does not depend on it
+TARGET_RATIO = 0.4
+
+
+def _time_iterations(cfg, step, split: Path, prev, info, iters: int, warmup: int) -> tuple[list[float], object]:
+    name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
+    plan, dataset = tr.plan_step(cfg, step, split / name, prev, seed=0)
+    tr.seed_everything(0)
+    model = tr.build_step_model(cfg, plan, prev).to(info.device)
+    basis = None
+    if plan.method.ogc and step >= 1:
+        C = cfg["model"]["hidden_dim"]
+        basis = gpm_update(torch.randn(C, 4 * C, generator=torch.Generator().manual_seed(0)), None, 0.7)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = tr.StepTrainer(cfg, plan, model, dataset, info, seed=0, out_dir=Path(tmp),
+                                 ckpt_dir=Path(tmp), basis=basis, fingerprint="bench")
+        trainer.ddp.train()
+        times = []
+        for it in range(warmup + iters):
+            if info.device.type == "cuda":
+                torch.cuda.synchronize()
+            tic = time.perf_counter()
+            trainer.train_iteration(it)
+            if info.device.type == "cuda":
+                torch.cuda.synchronize()
+            if it >= warmup:
+                times.append(time.perf_counter() - tic)
+    return times, model
+
+
+def _as_prev(cfg, model, plan_classes, class_order) -> dict:
+    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "model_config": cfg["model"],
+            "scenario": cfg["scenario"], "method": cfg["method"], "step": 0, "classes_per_task": plan_classes,
+            "class_order": class_order, "_path": "<bench step 0>"}
+
+
+def _size_overrides(size: int | None) -> list[str]:
+    """--set items putting frames and every input size at ``size`` pixels (None: the scenario's)."""
+    if size is None:
+        return []
+    return [f"scenario.synthetic.height={size}", f"scenario.synthetic.width={size}",
+            f"scenario.input.min_size_train=[{size}]", f"scenario.input.max_size_train={size}",
+            f"scenario.input.min_size_test={size}", f"scenario.input.max_size_test={size}"]
+
+
+def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int, device: str,
+        size: int | None = None) -> list[dict]:
+    torch.set_num_threads(threads)
+    info = DistInfo(0, 1, 0, resolve_device(device))
+    sets = _size_overrides(size)
+    sc = load_run_config(scenario, "hvpl", None, sets)["scenario"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = dict(sc["synthetic"], num_videos=BENCH_VIDEOS)
+        generate_synthetic(Path(tmp) / "data", num_classes=sc["num_classes"], **spec)
+        split = Path(tmp) / "split"
+        classes = make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
+        for method in methods:
+            cfg = load_run_config(scenario, method, None, sets)
+            t0, model0 = _time_iterations(cfg, 0, split, None, info, iters, warmup)
+            row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
+                   "step0_trainable": count_trainable(model0)[0]}
+            if method != "joint":
+                prev = _as_prev(cfg, model0, [sc["base"]], classes["steps"][0])
+                t1, model1 = _time_iterations(cfg, 1, split, prev, info, iters, warmup)
+                row.update(step1_s=statistics.median(t1), step1_min_s=min(t1),
+                           step1_trainable=count_trainable(model1)[0],
+                           ratio=statistics.median(t1) / statistics.median(t0), ratio_min=min(t1) / min(t0))
+            rows.append(dict(row, size=size or sc["input"]["max_size_train"]))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="synth_4-2")
+    ap.add_argument("--methods", nargs="+", default=["hvpl", "eclipse", "finetune"])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0], help="frame/input sizes (0: the scenario's)")
+    args = ap.parse_args()
+    rows = [r for size in args.sizes
+            for r in run(args.scenario, args.methods, args.iters, args.warmup, args.threads, args.device,
+                         size or None)]
+    print("median (min) seconds per iteration; ratio = step 1 / step 0 of the medians (of the minima)")
+    print(f"{'size':>5} {'method':<14}{'step0 s/it':>16}{'step1 s/it':>16}{'ratio':>14}{'trainable0':>11}"
+          f"{'trainable1':>11}")
+    for r in rows:
+        nan = float("nan")
+        print(f"{r['size']:>5} {r['method']:<14}{r['step0_s']:>8.4f} ({r['step0_min_s']:.4f})"
+              f"{r.get('step1_s', nan):>8.4f} ({r.get('step1_min_s', nan):.4f})"
+              f"{r.get('ratio', nan):>7.3f} ({r.get('ratio_min', nan):.3f}){r['step0_trainable']:>11,}"
+              f"{r.get('step1_trainable', 0):>11,}")
+    atomic_write_json(OUT, {"scenario": args.scenario, "device": args.device, "threads": args.threads,
+                            "iters": args.iters, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
+                            "machine": platform.processor() or platform.machine(),
+                            "torch": torch.__version__, "rows": rows})
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
