@@ -105,3 +105,10 @@ def test_rebuild_as_another_method_of_the_same_base(models):
         assert model.method.name == method
         own = model.state_dict()
         assert all(torch.equal(own[k], v) for k, v in ckpt["model"].items())
+
+
+def test_rebuild_refuses_another_base_variant_or_a_later_step(models):
+    with pytest.raises(HVPLError, match="cannot continue as 'hvpl_no_context'"):
+        rebuild_model(load_model_file(models[0]), "hvpl_no_context")
+    with pytest.raises(HVPLError, match="step-1 'hvpl' model cannot continue as 'eclipse'"):
+        rebuild_model(load_model_file(models[1]), "eclipse")

@@ -45,7 +45,12 @@ def rebuild_model(ckpt: dict, method=None):
     from hvpl.model.hvpl import HVPLModel
 
     where = ckpt.get("_path", "checkpoint")
-    method = get_method(ckpt["method"] if method is None else getattr(method, "name", method))
+    recorded = get_method(ckpt["method"])
+    method = recorded if method is None else get_method(getattr(method, "name", method))
+    if method.name != recorded.name and (int(ckpt["step"]) > 0 or method.base_variant != recorded.base_variant):
+        raise HVPLError(f"{where}: a step-{ckpt['step']} '{recorded.name}' model cannot continue as "
+                        f"'{method.name}' (only a step-0 model of the same base variant, "
+                        f"'{recorded.base_variant}', is shared between methods)")
     model_cfg = copy.deepcopy(ckpt["model_config"])
     model_cfg.setdefault("backbone", {})["weights"] = None
     prompts = ckpt["scenario"].get("prompts_per_task")
