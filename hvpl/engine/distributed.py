@@ -119,9 +119,9 @@ def wrap_model(model: nn.Module, info: DistInfo) -> nn.Module:
     if not info.distributed:
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
-    # frozen branches and groups that a batch does not reach leave some trainable parameters without a gradient
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True,
-                                               broadcast_buffers=False)
+    # one step always trains the same group through the same modules: a static graph (also covers trainable
+    # parameters that never get a gradient) without find_unused_parameters' per-iteration graph traversal
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
