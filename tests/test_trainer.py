@@ -168,10 +168,13 @@ def _log_without_time(path: Path):
 
 
 def test_interrupted_and_resumed_step0_equals_uninterrupted(tiny_split_dir, tmp_path):
-    cfg = _cfg("hvpl", "scenario.train.step0_iters=5", "scenario.train.step0_lr_drop=3")
+    # log every 3, checkpoint every 2: the resumed run must restore the partial log window of iterations 1-2
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=5", "scenario.train.step0_lr_drop=3", "scenario.train.log_period=3")
     a, b, full, part = _train_pair(cfg, 0, tiny_split_dir / "train_step0.json", tmp_path, crash_at=3)
     assert _states_equal(a["model"], b["model"])
-    assert _log_without_time(full / tr.LOG_NAME) == _log_without_time(part / tr.LOG_NAME)
+    log_full = _log_without_time(full / tr.LOG_NAME)
+    assert [x.get("iter") for x in log_full] == [3, 5, None]
+    assert log_full == _log_without_time(part / tr.LOG_NAME)
 
 
 def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny_split_dir, tmp_path):

@@ -18,7 +18,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -199,9 +199,16 @@ def _format_terms(values: dict[str, float]) -> str:
 # ---------------------------------------------------------------------------------------------------- run
 @dataclass
 class _State:
+    """Everything of the loop that a checkpoint must restore besides model/optimizer/scheduler/RNG."""
     iteration: int = 0
     train_seconds: float = 0.0
-    log_lines: list | None = None
+    log_lines: list = field(default_factory=list)
+    window: dict = field(default_factory=dict)   # loss sums since the last log line
+    window_count: int = 0
+
+    def as_dict(self) -> dict:
+        return {"iteration": self.iteration, "train_seconds": self.train_seconds, "log_lines": self.log_lines,
+                "window": self.window, "window_count": self.window_count}
 
 
 class StepTrainer:
@@ -226,7 +233,7 @@ class StepTrainer:
             from hvpl.continual.ogc import OGCProjector
 
             self.projector = OGCProjector(model.frame_decoder.prompts[plan.step - 1].content, basis)
-        self.state = _State(log_lines=[])
+        self.state = _State()
         self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                        enabled=info.device.type == "cuda")
 
@@ -241,7 +248,7 @@ class StepTrainer:
         self.scheduler.load_state_dict(state["scheduler"])
         rngs = state["rng"]
         ckpt_mod.set_rng_state(rngs[self.info.rank] if self.info.rank < len(rngs) else rngs[0])
-        self.state = _State(int(state["iteration"]), float(state["train_seconds"]), list(state["log_lines"]))
+        self.state = _State(**state["loop"])
         if self.info.is_main:
             self._write_live_log()
 
@@ -253,8 +260,7 @@ class StepTrainer:
             "fingerprint": self.fingerprint, "model": unwrap(self.ddp).state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(), "rng": rngs,
             "data": {"next_draw": self.state.iteration * int(self.train_cfg["batch_size"])},
-            "train_seconds": self.state.train_seconds, "log_lines": self.state.log_lines,
-            "world_size": self.info.world_size})
+            "loop": self.state.as_dict(), "world_size": self.info.world_size})
 
     def _write_live_log(self) -> None:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -312,8 +318,7 @@ class StepTrainer:
         log_period = max(1, int(self.train_cfg.get("log_period", 1)))
         ckpt_period = int(self.train_cfg.get("checkpoint_period", 0) or 0)
         start = self.state.iteration
-        window: dict[str, float] = {}
-        count = 0
+        st = self.state
         self.ddp.train()
         steps = range(start, iters)
         if self.info.is_main:
@@ -322,16 +327,16 @@ class StepTrainer:
             lr = max(g["lr"] for g in self.optimizer.param_groups)
             tic = time.perf_counter()
             values = self.train_iteration(it)
-            self.state.train_seconds += time.perf_counter() - tic
-            self.state.iteration = it + 1
+            st.train_seconds += time.perf_counter() - tic
+            st.iteration = it + 1
             for k, v in values.items():
-                window[k] = window.get(k, 0.0) + v
-            count += 1
+                st.window[k] = st.window.get(k, 0.0) + v
+            st.window_count += 1
             if (it + 1) % log_period == 0 or it + 1 == iters:
-                line = {"iter": it + 1, "lr": lr, **{k: v / count for k, v in window.items()},
-                        "time": round(self.state.train_seconds, 3)}
-                self.state.log_lines.append(line)
-                window, count = {}, 0
+                line = {"iter": it + 1, "lr": lr, **{k: v / st.window_count for k, v in st.window.items()},
+                        "time": round(st.train_seconds, 3)}
+                st.log_lines.append(line)
+                st.window, st.window_count = {}, 0
                 if self.info.is_main:
                     self._write_live_log()
             if ckpt_period and (it + 1) % ckpt_period == 0 and it + 1 < iters:
