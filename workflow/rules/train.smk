@@ -6,6 +6,10 @@ rule train:
     to the undeclared sibling folder checkpoints/step{t}/, so a killed job resumes from them."""
     input:
         unpack(train_inputs),
+    # A method's own step0/ comes from share_step0: this rule makes step 0 only in the _base_ folders. (A
+    # constraint, not a ruleorder, because a cluster job reparses with --allowed-rules train only.)
+    wildcard_constraints:
+        method=rf"{BASE_PREFIX}[a-z_]+|[A-Za-z0-9_]+(?=/seed\d+/step[1-9])",
     output:
         model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
         train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/train_log.jsonl",
@@ -50,8 +54,6 @@ rule share_step0:
     script:
         "../scripts/share_step0.py"
 
-
-ruleorder: share_step0 > train
 
 
 rule ogc_memory:
