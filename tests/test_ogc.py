@@ -214,3 +214,20 @@ def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_p
         build_memory(cfg, step=2, prev_model=tmp_path / "m0.pth", train_json=tiny_split_dir / "train_step0.json",
                      out=tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_collect_features_handles_frames_of_different_sizes(tiny_split_dir, tmp_path):
+    from hvpl.config import load_run_config
+    from hvpl.continual.ogc import collect_features
+    from hvpl.engine.predict import rebuild_model
+
+    cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=4"])
+    m0 = _untrained_model_file(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    model = rebuild_model(m0).eval()
+    g = torch.Generator().manual_seed(1)
+    frames = [torch.rand(3, 48, 48, generator=g) * 255, torch.rand(3, 40, 56, generator=g) * 255,
+              torch.rand(3, 48, 48, generator=g) * 255]
+    R = collect_features(model, frames, chunk=8)
+    assert R.shape == (cfg["model"]["hidden_dim"], 3 * 4)
+    one_by_one = torch.cat([collect_features(model, [f], chunk=1) for f in frames], 1)
+    torch.testing.assert_close(R, one_by_one, atol=1e-5, rtol=1e-5)

@@ -13,6 +13,7 @@ in one process and saved, and every training process loads the same file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 
@@ -125,22 +126,36 @@ class OGCProjector:
         if self.param.grad is not None:
             self.param.grad.copy_(project_gradient(self.param.grad, self.basis))
 
+
 # ------------------------------------------------------------------------------------- memory collection
-def collect_features(model, frames: torch.Tensor, chunk: int) -> torch.Tensor:
+def _same_size_chunks(frames: Iterable[torch.Tensor], chunk: int) -> Iterator[torch.Tensor]:
+    """Consecutive frames (3, H, W) stacked into (n <= chunk, 3, H, W) batches of one size."""
+    batch: list[torch.Tensor] = []
+    for f in frames:
+        if batch and (len(batch) == chunk or f.shape != batch[0].shape):
+            yield torch.stack(batch)
+            batch = []
+        batch.append(f)
+    if batch:
+        yield torch.stack(batch)
+
+
+def collect_features(model, frames: Iterable[torch.Tensor], chunk: int) -> torch.Tensor:
     """Layer-0 frame-decoder outputs after self-attention of every query group (all old queries).
 
     Args:
         model: an HVPLModel (eval mode); every group it has is an old group.
-        frames: (N, 3, H, W) 0..255 frames, same size.
+        frames: N frames (3, H, W), 0..255 (a list or an (N, 3, H, W) tensor; sizes may differ).
         chunk: frames per forward pass.
     Returns:
-        (C, N * Q_all) feature matrix R, float32 on CPU (one column per (frame, query)).
+        (C, N * Q_all) feature matrix R, float32 on CPU (one column per (frame, query), frame-major).
     """
+    device = next(model.parameters()).device
     cols = []
     groups = list(range(model.num_groups))
     with torch.no_grad():
-        for start in range(0, frames.shape[0], chunk):
-            pix = model.trunk(frames[start:start + chunk])
+        for batch in _same_size_chunks(frames, chunk):
+            pix = model.trunk(batch.to(device))
             fd = model.frame_decoder(pix["multi_scale_features"], pix["mask_features"], groups=groups,
                                      capture_layer0=True)
             feats = fd["layer0_self_attn"].float()        # (n, Q_all, C)
@@ -148,23 +163,18 @@ def collect_features(model, frames: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat(cols, 0).T.contiguous()
 
 
-def _memory_frames(cfg: dict, prev: dict, train_json: Path, seed: int, num: int) -> torch.Tensor:
-    """``num`` frames of step t-1's training data at the test size: (num, 3, H, W) 0..255.
+def _memory_frames(cfg: dict, prev: dict, train_json: Path, seed: int, num: int) -> Iterator[torch.Tensor]:
+    """``num`` frames (3, H, W) 0..255 of step t-1's training data at the test size, one at a time.
 
     Draw i of a one-frame ClipDataset (no augmentation) = a random frame of the i-th video of a seeded
-    permutation (cycling when num exceeds the number of videos). Frames of different sizes are resized to
-    the first frame's size (features are per query, so the frame size only changes what the query sees).
+    permutation (cycling when ``num`` exceeds the number of videos).
     """
     from hvpl.data.clip_dataset import ClipDataset
-    import torch.nn.functional as F
 
     ds = ClipDataset(train_json, 1, 0, cfg["scenario"]["input"], train=False, seed=seed,
                      class_order=prev["class_order"])
-    frames = [ds[i]["images"][0] for i in range(num)]
-    size = tuple(frames[0].shape[-2:])
-    frames = [f if tuple(f.shape[-2:]) == size else
-              F.interpolate(f[None], size=size, mode="bilinear", align_corners=False)[0] for f in frames]
-    return torch.stack(frames)
+    for i in range(num):
+        yield ds[i]["images"][0]
 
 
 def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=None, out, seed: int = 0,
@@ -191,8 +201,8 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     torch.manual_seed(seed)
     model = rebuild_model(prev).to(dev).eval()
     old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim)
-    frames = _memory_frames(cfg, prev, Path(train_json), seed, num).to(dev)
-    R = collect_features(model, frames, max(1, int(model.chunk_frames)))
+    R = collect_features(model, _memory_frames(cfg, prev, Path(train_json), seed, num),
+                         max(1, int(model.chunk_frames)))
     basis = gpm_update(R, old, threshold)
     save_basis(Path(out), basis, threshold, R.shape[1], step)
     log(f"{out}: OGC basis {tuple(basis.shape)} from {R.shape[1]} features of {num} frames "
