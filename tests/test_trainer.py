@@ -266,3 +266,32 @@ def test_two_processes_equal_one_process(tmp_path):
     lb = _log_without_time(tmp_path / "two" / tr.LOG_NAME)
     for x, y in zip(la[:-1], lb[:-1]):
         assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-6) for k in x)
+
+
+def test_killed_cli_process_resumes_to_identical_weights(tiny_split_dir, tmp_path):
+    """A real `hvpl train` process is SIGKILLed after a checkpoint; the rerun resumes and ends bit-identical."""
+    import time
+
+    args = [sys.executable, "-m", "hvpl.cli", "train", "--scenario", "synth_smoke", "--step", "0", "--threads", "1",
+            "--train-json", str(tiny_split_dir / "train_step0.json"), "--set", "scenario.train.step0_iters=10"]
+    for item in SMALL:
+        args += ["--set", item]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = subprocess.run(args + ["--out-dir", str(tmp_path / "ref" / "step0")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "run" / "step0"
+    proc = subprocess.Popen(args + ["--out-dir", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tr.default_ckpt_dir(out) / "ckpt_00000004.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert ckpt.exists() and not (out / tr.FINAL_NAME).exists()   # killed mid-step, after a checkpoint
+    again = subprocess.run(args + ["--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming from" in again.stderr
+    assert _states_equal(load_model_file(out / tr.FINAL_NAME)["model"],
+                         load_model_file(tmp_path / "ref" / "step0" / tr.FINAL_NAME)["model"])
