@@ -105,10 +105,8 @@ def read_summary(path: Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- fast
 
 
-@pytest.mark.parametrize("config", [None, SMOKE])
-def test_lint_is_clean(config):
-    args = ["--lint"] + (["--configfile", str(config)] if config else [])
-    res = run_snakemake(*args)
+def test_lint_is_clean():
+    res = run_snakemake("--lint", "--configfile", str(SMOKE))
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     assert "Lints for" not in out, out
@@ -172,12 +170,14 @@ def test_cuda_device_requests_gpus():
 @pytest.mark.parametrize("change, key", [
     ({"bogus_key": 1}, "bogus_key"),
     ({"methods": ["hvpl", "not_a_method"]}, "not_a_method"),
-    ({"seeds": [-1]}, "seeds"),
-    ({"threads": 0}, "threads"),
-    ({"device": "tpu"}, "device"),
     ({"scenarios": ["no_such_scenario"]}, "scenarios"),
     ({"overrides": {"synth_smoke": {"scenario.train.no_such_key": 3}}}, "overrides.synth_smoke"),
-    ({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}}, "overrides.synth_smoke.scenario.num_classes"),
+    # the same checks for the other keys, in the slow suite (each case is a Snakemake start)
+    pytest.param({"seeds": [-1]}, "seeds", marks=pytest.mark.slow),
+    pytest.param({"threads": 0}, "threads", marks=pytest.mark.slow),
+    pytest.param({"device": "tpu"}, "device", marks=pytest.mark.slow),
+    pytest.param({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}},
+                 "overrides.synth_smoke.scenario.num_classes", marks=pytest.mark.slow),
 ])
 def test_invalid_config_stops_before_any_job(tmp_path, change, key):
     cfg = write_config(tmp_path / "bad.yaml", **change)
