@@ -32,7 +32,11 @@ chown munge:munge /run/munge /var/log/munge /var/lib/munge
 
 HOST="$(hostname -s)"
 MEM_MB="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)"
-[ -f "$CONF_DIR/slurm.conf" ] && [ ! -f "$STATE/slurm.conf.orig" ] && cp "$CONF_DIR/slurm.conf" "$STATE/slurm.conf.orig"
+# Keep a pre-existing slurm.conf for stop_slurm.sh to restore; otherwise it removes ours (a slurm.conf naming a
+# stopped controller makes every SLURM client call, and Snakemake's start-up probe, hang for seconds).
+if [ ! -f "$STATE/slurm.conf.orig" ] && [ ! -f "$STATE/slurm.conf.ours" ]; then
+  if [ -f "$CONF_DIR/slurm.conf" ]; then cp "$CONF_DIR/slurm.conf" "$STATE/slurm.conf.orig"; else touch "$STATE/slurm.conf.ours"; fi
+fi
 cat > "$CONF_DIR/slurm.conf" <<CONF
 # Written by hvpl tests/slurm/start_slurm.sh: single-node test cluster.
 ClusterName=hvpltest

@@ -29,5 +29,7 @@ if [ -f "$STATE/run/started_munged" ]; then
 fi
 if [ -f "$STATE/slurm.conf.orig" ]; then
   mv "$STATE/slurm.conf.orig" /etc/slurm/slurm.conf
+elif [ -f "$STATE/slurm.conf.ours" ]; then
+  rm -f /etc/slurm/slurm.conf "$STATE/slurm.conf.ours"
 fi
 exit 0
