@@ -10,6 +10,7 @@ import torch
 
 from hvpl.continual.ogc import gpm_update, load_basis, project_gradient, save_basis
 from hvpl.utils.errors import HVPLError
+from model_files import save_untrained
 
 torch.set_num_threads(1)
 
@@ -161,21 +162,6 @@ def test_same_basis_file_gives_same_projection_in_every_process(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- build_memory
-def _untrained_model_file(cfg, step, train_json, prev, path):
-    from hvpl.engine import trainer as tr
-    from hvpl.engine.predict import load_model_file
-    from hvpl.utils.io import atomic_torch_save
-
-    plan, _ = tr.plan_step(cfg, step, train_json, prev, seed=0)
-    tr.seed_everything(step)
-    model = tr.build_step_model(cfg, plan, prev)
-    atomic_torch_save(path, {"model": model.state_dict(), "model_config": cfg["model"], "scenario": cfg["scenario"],
-                             "method": cfg["method"], "step": step, "classes_per_task": plan.classes_per_task,
-                             "class_order": plan.class_order, "trainable_params": 0, "total_params": 0,
-                             "train_seconds": 0.0, "iterations": 0})
-    return load_model_file(path)
-
-
 def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_path):
     from hvpl.config import load_run_config
     from hvpl.continual.ogc import build_memory, collect_features
@@ -183,8 +169,8 @@ def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_p
 
     cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=6",
                                                         "scenario.train.ogc_samples=5"])
-    m0 = _untrained_model_file(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
-    m1 = _untrained_model_file(cfg, 1, tiny_split_dir / "train_step1.json", m0, tmp_path / "m1.pth")
+    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    m1 = save_untrained(cfg, 1, tiny_split_dir / "train_step1.json", m0, tmp_path / "m1.pth")
     b1 = build_memory(cfg, step=1, prev_model=tmp_path / "m0.pth", train_json=tiny_split_dir / "train_step0.json",
                       out=tmp_path / "b1.pt")
     saved = torch.load(tmp_path / "b1.pt", weights_only=True)
@@ -222,7 +208,7 @@ def test_collect_features_handles_frames_of_different_sizes(tiny_split_dir, tmp_
     from hvpl.engine.predict import rebuild_model
 
     cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=4"])
-    m0 = _untrained_model_file(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
     model = rebuild_model(m0).eval()
     g = torch.Generator().manual_seed(1)
     frames = [torch.rand(3, 48, 48, generator=g) * 255, torch.rand(3, 40, 56, generator=g) * 255,

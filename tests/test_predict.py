@@ -7,24 +7,12 @@ import pytest
 import torch
 
 from hvpl.config import load_run_config
-from hvpl.engine import trainer as tr
 from hvpl.engine.predict import load_model_file, predict, rebuild_model
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_torch_save, read_json
+from hvpl.utils.io import read_json
+from model_files import save_untrained
 
 SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6"]
-
-
-def save_untrained(cfg, step, train_json, prev, path):
-    """An untrained model of ``step`` in the model_final.pth format (no training needed for these tests)."""
-    plan, _ = tr.plan_step(cfg, step, train_json, prev, seed=0)
-    tr.seed_everything(step)
-    model = tr.build_step_model(cfg, plan, prev)
-    atomic_torch_save(path, {"model": model.state_dict(), "model_config": cfg["model"], "scenario": cfg["scenario"],
-                             "method": cfg["method"], "step": step, "classes_per_task": plan.classes_per_task,
-                             "class_order": plan.class_order, "trainable_params": 0, "total_params": 0,
-                             "train_seconds": 0.0, "iterations": 0})
-    return load_model_file(path)
 
 
 @pytest.fixture(scope="module")
