@@ -196,3 +196,13 @@ def test_deterministic_and_gradients_reach_prompts_only_through_group():
     assert dec.query_feat.weight.grad is None
     dec2 = copy.deepcopy(dec)
     assert torch.equal(dec2(ms, mf, groups=[1])["groups"][0]["queries"], g["queries"])
+
+
+def test_cached_positions_equal_fresh_ones_per_shape():
+    torch.manual_seed(0)
+    dec = FrameDecoder(tiny_cfg())
+    for n, s in [(2, 4), (3, 4), (2, 6), (2, 4)]:
+        feat = torch.randn(n, dec.hidden_dim, s, s + 1)
+        fresh = dec.pe_layer(feat).flatten(2).transpose(1, 2)
+        assert torch.equal(dec.prepare_memory([feat, feat, feat])[1][0], fresh)
+    assert len(dec._pos_cache) <= 6

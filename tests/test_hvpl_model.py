@@ -196,3 +196,20 @@ def test_paper_size_shapes():
     res = model.forward_video(frames(2, 3, 64, 64))
     assert [r["pred_logits"].shape for r in res] == [(100, 23), (5, 23)]
     assert res[0]["pred_masks"].shape == (100, 2, 16, 16)
+
+
+def test_video_aux_outputs_in_clip_layer_then_frame_layer_order():
+    model = tiny_model(classes=(2, 2))
+    d, lyr, b, q, t, c = 3, 2, 2, 2, 3, model.video_decoder.hidden_dim
+    g = torch.Generator().manual_seed(0)
+    vid = {"queries": torch.randn(d, lyr, b, q, c, generator=g), "masks": torch.randn(d, lyr, b, q, t, 4, 4, generator=g),
+           "fq_embed": torch.randn(lyr, b, t, q, c, generator=g), "cq_embed": torch.randn(d, lyr, b, q, c, generator=g)}
+    out = model._video_outputs(vid)
+    logits = model.video_classifier(vid["queries"])
+    levels = out["aux_outputs"] + [out]
+    assert len(levels) == d * lyr
+    for k, level in enumerate(levels):
+        i, j = divmod(k, lyr)
+        assert torch.equal(level["pred_masks"], vid["masks"][i, j])
+        assert torch.equal(level["pred_logits"], logits[i, j])
+    assert torch.equal(out["pred_cq_embed"], vid["cq_embed"][-1, -1])

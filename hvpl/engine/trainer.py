@@ -191,6 +191,30 @@ def slice_outputs(outputs: dict, j: int, num_frames: int) -> dict:
     return out
 
 
+def _split_tree(node, size: int, count: int) -> list:
+    """``count`` per-clip copies of an output tree, every tensor split along dim 0 into chunks of ``size``."""
+    if isinstance(node, torch.Tensor):
+        return list(node.split(size))
+    if isinstance(node, dict):
+        parts = {k: _split_tree(v, size, count) for k, v in node.items()}
+        return [{k: v[j] for k, v in parts.items()} for j in range(count)]
+    if isinstance(node, list):
+        parts = [_split_tree(v, size, count) for v in node]
+        return [[p[j] for p in parts] for j in range(count)]
+    return [node] * count
+
+
+def split_outputs(outputs: dict, num_clips: int, num_frames: int) -> list[dict]:
+    """:func:`slice_outputs` of every clip at once. The chunks are the same views, but each tensor gets one
+    backward node (a concatenation) instead of one full-size zero gradient per clip."""
+    per_clip: list[dict] = [{} for _ in range(num_clips)]
+    for key, size in (("frame", num_frames), ("video", 1)):
+        if key in outputs:
+            for j, part in enumerate(_split_tree(outputs[key], size, num_clips)):
+                per_clip[j][key] = part
+    return per_clip
+
+
 def _format_terms(values: dict[str, float]) -> str:
     bad = [k for k, v in values.items() if not np.isfinite(v)]
     return ", ".join(f"{k}={values[k]:.6g}" for k in bad + [k for k in values if k not in bad])
@@ -281,9 +305,10 @@ class StepTrainer:
         with self.autocast:
             outputs = self.ddp(images)
         terms: dict[str, torch.Tensor] = {}
+        per_clip = split_outputs(outputs, len(slots), images.shape[1])
         for j, slot in enumerate(slots):
             gen = torch.Generator(device=dev).manual_seed(clip_seed(self.seed, self.plan.step, it, slot))
-            for name, value in self.criterion(slice_outputs(outputs, j, images.shape[1]), [targets[j]], gen).items():
+            for name, value in self.criterion(per_clip[j], [targets[j]], gen).items():
                 terms[name] = terms.get(name, 0.0) + value.float() / len(slots)
         return terms
 

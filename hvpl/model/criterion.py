@@ -31,17 +31,19 @@ REQUIRED_KEYS = ("class_weight", "mask_weight", "dice_weight", "sim_weight", "no
 DEFAULT_MASK_STRIDE = 4
 
 
-def split_targets(targets: list[dict], height: int, width: int, device: torch.device
-                  ) -> tuple[list[dict], list[dict]]:
+def split_targets(targets: list[dict], height: int, width: int, device: torch.device,
+                  dtype: torch.dtype = torch.bool) -> tuple[list[dict], list[dict]]:
     """Clip targets -> (frame targets, video targets), masks zero-padded to (height, width).
 
-    Returns B*T frame dicts (index b*T + t) with ``labels`` (n,), ``masks`` (n, height, width) bool and ``ids``
-    (n,) = the instance's row in the clip, and B video dicts with ``labels``, ``masks`` (n, T, height, width), ``ids``.
+    Returns B*T frame dicts (index b*T + t) with ``labels`` (n,), ``masks`` (n, height, width) of ``dtype`` (0/1)
+    and ``ids`` (n,) = the instance's row in the clip, and B video dicts with ``labels``, ``masks``
+    (n, T, height, width), ``ids``. The criterion asks for float32 masks: converted once per clip instead of once
+    per output level in matching and point sampling (the values are the same 0/1).
     """
     frame_targets, video_targets = [], []
     for clip in targets:
         labels = clip["labels"].to(device)
-        masks = pad_to(clip["masks"].to(device).bool(), height, width)  # (N, T, height, width)
+        masks = pad_to(clip["masks"].to(device).bool(), height, width).to(dtype)  # (N, T, height, width)
         present = clip["present"].to(device).bool()
         ids = torch.arange(labels.shape[0], device=device)
         keep = present.any(1)
@@ -59,6 +61,11 @@ def count_instances(targets: list[dict], device: torch.device) -> float:
         dist.all_reduce(num)
         num = num / dist.get_world_size()
     return max(float(num.item()), 1.0)
+
+
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """torch.cat along dim 0 without the copy when there is one tensor (the criterion runs per clip)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
 def sigmoid_bce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -103,7 +110,8 @@ class SetCriterion(nn.Module):
         ref = outputs["frame"] if "frame" in outputs else outputs["video"]
         h, w = ref["pred_masks"].shape[-2:]
         device = ref["pred_masks"].device
-        frame_targets, video_targets = split_targets(targets, h * self.mask_stride, w * self.mask_stride, device)
+        frame_targets, video_targets = split_targets(targets, h * self.mask_stride, w * self.mask_stride, device,
+                                                       torch.float32)
         losses: dict[str, torch.Tensor] = {}
         frame_idx = video_idx = None
         if "frame" in outputs:
@@ -161,11 +169,11 @@ class SetCriterion(nn.Module):
         for b, (q_idx, t_idx) in enumerate(indices):
             src.append(pred_masks[b][q_idx.to(pred_masks.device)])
             tgt.append(targets[b]["masks"][t_idx.to(pred_masks.device)])
-        src = torch.cat(src) if src else pred_masks.new_zeros((0,))
+        src = _cat(src) if src else pred_masks.new_zeros((0,))
         if src.shape[0] == 0:
             zero = pred_masks.sum() * 0.0  # keeps the graph connected (DDP) when nothing is matched
             return {"loss_mask": zero, "loss_dice": zero.clone()}
-        tgt = torch.cat(tgt)
+        tgt = _cat(tgt)
         if not video:
             src, tgt = src.unsqueeze(1), tgt.unsqueeze(1)
         m, t = src.shape[:2]

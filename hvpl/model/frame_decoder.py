@@ -22,6 +22,8 @@ from hvpl.model.position_encoding import PositionEmbeddingSine
 NUM_FEATURE_LEVELS = 3
 # A previous-prediction pixel is attended to when its mask probability is >= this value.
 MASK_ATTN_THRESHOLD = 0.5
+# Positional encodings of this many feature-map shapes are kept (one per level and input size in use).
+POS_CACHE_SIZE = 6
 
 
 def _xavier_(module: nn.Module) -> None:
@@ -122,6 +124,7 @@ class FrameDecoder(nn.Module):
         self.query_embed = nn.Embedding(cfg["num_queries"], dim)
         self.mask_embed = MLP(dim, dim, dim, cfg["mask_mlp_layers"])
         self.prompts = nn.ModuleList()
+        self._pos_cache: dict = {}
 
     @property
     def num_groups(self) -> int:
@@ -148,6 +151,19 @@ class FrameDecoder(nn.Module):
         g = self.prompts[group - 1]
         return g.content, list(g.pos.unbind(0)), g.mask_embed
 
+    def _positions(self, feat: torch.Tensor) -> torch.Tensor:
+        """Sine positions of a (N, C, h, w) map as (N, h*w, C). They depend only on the shape, so the last
+        few are cached (keyed by the full shape: the same computation, hence the same values)."""
+        key = (tuple(feat.shape), feat.device, feat.dtype)
+        pos = self._pos_cache.get(key)
+        if pos is None:
+            with torch.no_grad():
+                pos = self.pe_layer(feat).flatten(2).transpose(1, 2)
+            if len(self._pos_cache) >= POS_CACHE_SIZE:
+                self._pos_cache.pop(next(iter(self._pos_cache)))
+            self._pos_cache[key] = pos
+        return pos
+
     def prepare_memory(self, multi_scale_features: Sequence[torch.Tensor]):
         """[3 x (N, C, h_l, w_l)] -> lists of memory (N, h_l*w_l, C), positions (same), sizes (h_l, w_l)."""
         if len(multi_scale_features) != NUM_FEATURE_LEVELS:
@@ -155,7 +171,7 @@ class FrameDecoder(nn.Module):
         srcs, poss, sizes = [], [], []
         for lvl, feat in enumerate(multi_scale_features):
             sizes.append(tuple(feat.shape[-2:]))
-            poss.append(self.pe_layer(feat).flatten(2).transpose(1, 2))
+            poss.append(self._positions(feat))
             srcs.append((feat.flatten(2) + self.level_embed.weight[lvl][None, :, None]).transpose(1, 2))
         return srcs, poss, sizes
 

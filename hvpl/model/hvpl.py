@@ -117,7 +117,8 @@ class HVPLModel(nn.Module):
 
     # ------------------------------------------------------------- training
     def _frame_outputs(self, group_out: dict) -> dict:
-        logits = self.frame_classifier(group_out["queries"])  # (L+1, N, Qg, K+1)
+        # unbind: one backward node per tensor instead of a full-size zero gradient per selected level
+        logits = self.frame_classifier(group_out["queries"]).unbind(0)  # L+1 x (N, Qg, K+1)
         masks = group_out["masks"]
         aux = [{"pred_logits": logits[i], "pred_masks": masks[i]} for i in range(len(masks) - 1)]
         return {"pred_logits": logits[-1], "pred_masks": masks[-1], "aux_outputs": aux}
@@ -126,9 +127,11 @@ class HVPLModel(nn.Module):
         """VideoDecoder output (D, L, B, ...) -> final (last clip layer, last frame layer) + aux outputs."""
         logits = self.video_classifier(vid["queries"])  # (D, L, B, Qv, K+1)
         d, lyr = logits.shape[:2]
-        aux = [{"pred_logits": logits[i, j], "pred_masks": vid["masks"][i, j]}
-               for i in range(d) for j in range(lyr) if (i, j) != (d - 1, lyr - 1)]
-        return {"pred_logits": logits[-1, -1], "pred_masks": vid["masks"][-1, -1], "aux_outputs": aux,
+        # (D, L, ...) -> D*L levels in (i, j) order, by unbind (see _frame_outputs)
+        logits = [x for row in logits.unbind(0) for x in row.unbind(0)]
+        masks = [x for row in vid["masks"].unbind(0) for x in row.unbind(0)]
+        aux = [{"pred_logits": logits[k], "pred_masks": masks[k]} for k in range(d * lyr - 1)]
+        return {"pred_logits": logits[-1], "pred_masks": masks[-1], "aux_outputs": aux,
                 "pred_fq_embed": vid["fq_embed"][-1], "pred_cq_embed": vid["cq_embed"][-1, -1]}
 
     def forward(self, images: torch.Tensor) -> dict:
