@@ -202,7 +202,8 @@ def test_video_aux_outputs_in_clip_layer_then_frame_layer_order():
     model = tiny_model(classes=(2, 2))
     d, lyr, b, q, t, c = 3, 2, 2, 2, 3, model.video_decoder.hidden_dim
     g = torch.Generator().manual_seed(0)
-    vid = {"queries": torch.randn(d, lyr, b, q, c, generator=g), "masks": torch.randn(d, lyr, b, q, t, 4, 4, generator=g),
+    vid = {"queries": torch.randn(d, lyr, b, q, c, generator=g),
+           "masks": torch.randn(d, lyr, b, q, t, 4, 4, generator=g),
            "fq_embed": torch.randn(lyr, b, t, q, c, generator=g), "cq_embed": torch.randn(d, lyr, b, q, c, generator=g)}
     out = model._video_outputs(vid)
     logits = model.video_classifier(vid["queries"])
