@@ -113,8 +113,8 @@ def test_lint_is_clean():
     assert "Congratulations" in out
 
 
-def test_dry_run_lists_the_smoke_jobs():
-    res = run_snakemake("-n", "all", "--configfile", str(SMOKE))
+def test_dry_run_lists_the_smoke_jobs(tmp_path):
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=tmp_path)
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     methods = yaml.safe_load(SMOKE.read_text())["methods"]
@@ -149,16 +149,17 @@ def test_dry_run_lists_the_smoke_jobs():
     assert all("--classes results/data/synth_smoke/classes.json" in c for c in evaluate)
 
 
-def test_dry_run_of_the_default_config():
-    res = run_snakemake("-n", "all")
+def test_dry_run_of_the_default_config(tmp_path):
+    # in an empty working directory, so that results already in the repository do not change the plan
+    res = run_snakemake("-n", "all", "--configfile", str(REPO / "config" / "config.yaml"), workdir=tmp_path)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert cfg["scenarios"] == ["synth_4-2"] and cfg["seeds"] == [0]
     assert job_counts(res.stdout + res.stderr) == expected_counts(cfg["methods"], "synth_4-2")
 
 
-def test_cuda_device_requests_gpus():
-    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), "--config", "device=cuda")
+def test_cuda_device_requests_gpus(tmp_path):
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), "--config", "device=cuda", workdir=tmp_path)
     assert res.returncode == 0, res.stderr
     blocks = (res.stdout + res.stderr).split("\nrule ")
     for block in blocks[1:]:
