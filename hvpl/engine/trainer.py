@@ -383,9 +383,19 @@ class StepTrainer:
             "class_order": list(plan.class_order), "trainable_params": trainable, "total_params": total,
             "train_seconds": self.state.train_seconds, "iterations": plan.iters})
         done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
-                "trainable_params": trainable, "total_params": total}
+                "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]
         atomic_write_text(self.out_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in lines))
+
+
+def describe_init(cfg: dict) -> str:
+    """Where the run's step-0 weights came from (summary.csv's ``init_weights``): a full-model file, an
+    ImageNet backbone file, or ``scratch``."""
+    model_file = cfg["scenario"]["train"].get("init_weights")
+    backbone_file = cfg["model"].get("backbone", {}).get("weights")
+    if model_file:
+        return f"model:{model_file}"
+    return f"backbone:{backbone_file}" if backbone_file else "scratch"
 
 
 def _set_threads(threads: int | None) -> None:
