@@ -113,9 +113,10 @@ def time_iteration(model, criterion, images, targets, timer: StageTimer, sync, s
     sync()
     t1 = time.perf_counter()
     loss = 0.0
+    per_clip = tr.split_outputs(outputs, len(targets), images.shape[1])  # as the trainer does
     for j, clip in enumerate(targets):
         gen = torch.Generator(device=images.device).manual_seed(seed + j)
-        for value in criterion(tr.slice_outputs(outputs, j, images.shape[1]), [clip], gen).values():
+        for value in criterion(per_clip[j], [clip], gen).values():
             loss = loss + value / len(targets)
     sync()
     t2 = time.perf_counter()
