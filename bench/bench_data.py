@@ -9,7 +9,6 @@ Prints a table and writes ``bench/out/data.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile

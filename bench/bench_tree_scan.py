@@ -8,7 +8,6 @@ Prints a table and writes bench/out/tree_scan.json. Target: tree scan <= 2x the 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path

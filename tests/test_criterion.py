@@ -201,3 +201,34 @@ def test_empty_clip_and_errors():
         SetCriterion({k: v for k, v in LOSS_CFG.items() if k != "num_points"}, K)
     with pytest.raises(ValueError, match="classes"):
         SetCriterion(LOSS_CFG, K + 1)(out, [clip])
+
+
+def _fixed_points(shape, generator, device, dtype=torch.float32):
+    """Deterministic stand-in for rand_points: every row gets the same well-spread points."""
+    n = shape[-2] if len(shape) == 3 else shape[0]
+    j = torch.arange(n, dtype=torch.float64)[:, None]
+    pts = torch.cat([(j * 0.6180339 + 0.1) % 1.0, (j * 0.7548776 + 0.3) % 1.0], 1).to(dtype)
+    return pts.expand(shape).to(device) if len(shape) == 3 else pts
+
+
+def test_levels_scored_together_equal_each_level_alone(monkeypatch):
+    """Batching the output levels must not mix them: with the same points, every level's terms equal the
+    terms of that level scored as the only output."""
+    import hvpl.model.matcher as matcher_mod
+    import hvpl.model.point_sampling as ps_mod
+    monkeypatch.setattr(ps_mod, "rand_points", _fixed_points)
+    monkeypatch.setattr(matcher_mod, "rand_points", _fixed_points)
+    crit = SetCriterion(LOSS_CFG, K)
+    clip = make_clip(9)
+    out = random_outputs(1, seed=4, aux=2)
+    together = crit(out, [clip])
+    for prefix in ("frame", "video"):
+        levels = [out[prefix]] + out[prefix]["aux_outputs"]
+        for i, level in enumerate(levels):
+            alone = {"pred_logits": level["pred_logits"], "pred_masks": level["pred_masks"], "aux_outputs": []}
+            single = crit({prefix: alone}, [clip])
+            suffix = "" if i == 0 else f"_aux{i - 1}"
+            for name in ("ce", "mask", "dice"):
+                got, want = together[f"{prefix}_loss_{name}{suffix}"], single[f"{prefix}_loss_{name}"]
+                assert float(got) == pytest.approx(float(want), rel=1e-5, abs=1e-7), (prefix, i, name)
+    assert len({round(float(together[f"video_loss_ce{s}"]), 6) for s in ("", "_aux0", "_aux1")}) == 3

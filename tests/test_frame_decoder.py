@@ -9,7 +9,7 @@ import torch
 import yaml
 from torch.nn import functional as F
 
-from hvpl.model.frame_decoder import FrameDecoder
+from hvpl.model.frame_decoder import FrameDecoder, SelfAttentionLayer
 
 torch.set_num_threads(1)
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "models"
@@ -203,6 +203,14 @@ def test_cached_positions_equal_fresh_ones_per_shape():
     dec = FrameDecoder(tiny_cfg())
     for n, s in [(2, 4), (3, 4), (2, 6), (2, 4)]:
         feat = torch.randn(n, dec.hidden_dim, s, s + 1)
-        fresh = dec.pe_layer(feat).flatten(2).transpose(1, 2)
+        fresh = dec.pe_layer.encode(feat).flatten(2).transpose(1, 2)
         assert torch.equal(dec.prepare_memory([feat, feat, feat])[1][0], fresh)
-    assert len(dec._pos_cache) <= 6
+    assert len(dec.pe_layer._cache) <= 8
+
+
+def test_self_attention_layer_equals_multihead_attention():
+    torch.manual_seed(3)
+    layer = SelfAttentionLayer(16, 4)
+    q, pos = torch.randn(3, 5, 16), torch.randn(5, 16)
+    ref = layer.norm(q + layer.attn(q + pos, q + pos, q, need_weights=False)[0])
+    assert torch.allclose(layer(q, pos), ref, atol=1e-6)

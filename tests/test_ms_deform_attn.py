@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hvpl.model import ms_deform_attn as mda
-from hvpl.model.ms_deform_attn import MSDeformAttn, ms_deform_attn_core, ms_deform_attn_naive
+from hvpl.model.ms_deform_attn import MSDeformAttn, ms_deform_attn_core, ms_deform_attn_naive, softmax_last
 
 torch.set_num_threads(1)
 SHAPES = torch.tensor([[6, 4], [3, 5], [2, 2]], dtype=torch.long)
@@ -92,3 +92,12 @@ def test_fused_core_hook_only_for_cuda():
     finally:
         mda.register_core(None)
     assert not calls   # CPU tensors keep the grid_sample core
+
+
+@pytest.mark.parametrize("width", [1, 5, 12, 16, 20])
+def test_softmax_last_equals_softmax(width):
+    x = torch.randn(7, 3, width, generator=torch.Generator().manual_seed(width), requires_grad=True)
+    got, want = softmax_last(x), x.softmax(-1)
+    assert got.shape == want.shape and torch.allclose(got, want, atol=1e-6)
+    g = torch.randn_like(want)
+    assert torch.allclose(torch.autograd.grad(got, x, g)[0], torch.autograd.grad(want, x, g)[0], atol=1e-6)

@@ -72,7 +72,8 @@ def build_optimizer(model: nn.Module, train_cfg: dict) -> torch.optim.AdamW:
     groups = param_groups(model, train_cfg)
     if not groups:
         raise HVPLError("the model has no trainable parameters for this step (check the method's trainable set)")
-    return torch.optim.AdamW(groups, lr=float(train_cfg["lr"]))
+    # fused: one kernel per group instead of a Python loop over ~200 tensors (the CPU default)
+    return torch.optim.AdamW(groups, lr=float(train_cfg["lr"]), fused=True)
 
 
 def lr_factor(iteration: int, lr_drop: int | None) -> float:

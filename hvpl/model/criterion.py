@@ -68,18 +68,34 @@ def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
 
-def sigmoid_bce_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """logits, labels: (M, P). Mean BCE over points, summed over masks, divided by num_masks. Scalar."""
-    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    return loss.mean(1).sum() / num_masks
+def sigmoid_bce_per_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logits, labels: (M, P) -> (M,) mean sigmoid BCE over the points of each mask."""
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
 
 
-def dice_loss(logits: torch.Tensor, labels: torch.Tensor, num_masks: float) -> torch.Tensor:
-    """logits, labels: (M, P). 1 - soft dice (smoothed by 1) per mask, summed, divided by num_masks. Scalar."""
+def dice_per_mask(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logits, labels: (M, P) -> (M,) 1 - soft dice (smoothed by 1) of each mask."""
     probs = logits.sigmoid()
     numerator = 2.0 * (probs * labels).sum(1)
     denominator = probs.sum(1) + labels.sum(1)
-    return (1.0 - (numerator + 1.0) / (denominator + 1.0)).sum() / num_masks
+    return 1.0 - (numerator + 1.0) / (denominator + 1.0)
+
+
+def matched_pairs(indices: list[list], targets: list[dict], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """L levels x B matchings -> LongTensors (M,) on ``device``: (level, batch element, query, target row),
+    the target row counting over the targets of every batch element concatenated."""
+    offsets = [0]
+    for tgt in targets[:-1]:
+        offsets.append(offsets[-1] + int(tgt["labels"].numel()))
+    level, batch, query, row = [], [], [], []
+    for lvl, per_level in enumerate(indices):
+        for b, (q_idx, t_idx) in enumerate(per_level):
+            n = int(q_idx.numel())
+            level += [lvl] * n
+            batch += [b] * n
+            query += q_idx.tolist()
+            row += [offsets[b] + t for t in t_idx.tolist()]
+    return tuple(torch.tensor(x, dtype=torch.long, device=device) for x in (level, batch, query, row))
 
 
 class SetCriterion(nn.Module):
@@ -127,56 +143,65 @@ class SetCriterion(nn.Module):
 
     def _output_losses(self, out: dict, targets: list[dict], prefix: str, losses: dict,
                        generator: torch.Generator | None) -> list:
-        """Add the weighted terms of the final and aux outputs of one level; return the final output's matching."""
-        num_masks = count_instances(targets, out["pred_masks"].device)
-        final_idx = None
-        levels = [(out, "")] + [(aux, f"_aux{i}") for i, aux in enumerate(out.get("aux_outputs", []))]
-        for level, suffix in levels:
-            indices = self.matcher(level, targets, generator)
-            if final_idx is None:
-                final_idx = indices
-            terms = self.level_losses(level, targets, indices, num_masks, generator)
-            for name, value in terms.items():
-                losses[f"{prefix}_{name}{suffix}"] = value
-        return final_idx
+        """Add the weighted terms of the final and aux outputs of one level; return the final output's matching.
 
-    def level_losses(self, out: dict, targets: list[dict], indices: list, num_masks: float,
-                     generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Weighted CE, mask BCE and dice of one output level (frame (B, Q, h, w) or video (B, Q, T, h, w) masks)."""
-        logits = out["pred_logits"]
+        All output levels are matched and scored at once (stacked along a leading level dim): the per-level
+        values are the same functions as level by level, only the random points are drawn once per batch
+        element for matching (shared by its levels) and once for all matched masks for the mask losses.
+        """
+        levels = [out] + list(out.get("aux_outputs", []))
+        logits = torch.stack([lv["pred_logits"] for lv in levels])  # (L, B, Q, K+1)
+        masks = torch.stack([lv["pred_masks"] for lv in levels])  # (L, B, Q, [T,] h, w)
         if logits.shape[-1] != self.num_classes + 1:
             raise ValueError(f"pred_logits has {logits.shape[-1]} classes, the criterion expects "
                              f"{self.num_classes} + 1 (no-object)")
-        return {"loss_ce": self.cfg["class_weight"] * self.class_loss(logits, targets, indices),
-                **self.mask_losses(out["pred_masks"], targets, indices, num_masks, generator)}
+        num_masks = count_instances(targets, masks.device)
+        indices = self.matcher.match_levels(logits.detach(), masks.detach(), targets, generator)
+        matched = matched_pairs(indices, targets, masks.device)
+        terms = {"loss_ce": self.cfg["class_weight"] * self.class_loss_levels(logits, targets, matched),
+                 **self.mask_losses_levels(masks, targets, matched, num_masks, generator)}
+        suffixes = [""] + [f"_aux{i}" for i in range(len(levels) - 1)]
+        for name, values in terms.items():
+            for suffix, value in zip(suffixes, values.unbind(0)):
+                losses[f"{prefix}_{name}{suffix}"] = value
+        return indices[0]
 
     def class_loss(self, logits: torch.Tensor, targets: list[dict], indices: list) -> torch.Tensor:
-        """logits (B, Q, K+1): weighted-mean softmax CE, unmatched queries -> no-object (index K). Scalar."""
-        target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.long, device=logits.device)
-        for b, (q_idx, t_idx) in enumerate(indices):
-            target_classes[b, q_idx.to(logits.device)] = targets[b]["labels"][t_idx.to(logits.device)]
+        """logits (B, Q, K+1) of one level: weighted-mean softmax CE, unmatched queries -> no-object. Scalar."""
+        matched = matched_pairs([indices], targets, logits.device)
+        return self.class_loss_levels(logits[None], targets, matched)[0]
+
+    def class_loss_levels(self, logits: torch.Tensor, targets: list[dict], matched: tuple) -> torch.Tensor:
+        """logits (L, B, Q, K+1), ``matched`` from :func:`matched_pairs` -> (L,) unweighted class losses: per level
+        the softmax CE over its B x Q queries, unmatched ones labelled no-object (index K), averaged with the
+        class weights (as ``F.cross_entropy`` with ``weight``)."""
+        level, batch, query, row = matched
+        target_classes = torch.full(logits.shape[:3], self.num_classes, dtype=torch.long, device=logits.device)
+        if level.numel():
+            labels = _cat([t["labels"] for t in targets]).to(logits.device)
+            target_classes[level, batch, query] = labels[row]
         weight = self.empty_weight.to(device=logits.device, dtype=torch.float32)
-        return F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight)
+        n_levels = logits.shape[0]
+        ce = F.cross_entropy(logits.float().flatten(0, 2), target_classes.flatten(), weight, reduction="none")
+        return ce.view(n_levels, -1).sum(1) / weight[target_classes].view(n_levels, -1).sum(1)
 
-    def mask_losses(self, pred_masks: torch.Tensor, targets: list[dict], indices: list, num_masks: float,
-                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Weighted point-sampled BCE and dice of the matched masks.
+    def mask_losses_levels(self, masks: torch.Tensor, targets: list[dict], matched: tuple, num_masks: float,
+                           generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Weighted point-sampled BCE and dice of the matched masks of L levels -> {name: (L,)}.
 
-        pred_masks: (B, Q, h, w) or (B, Q, T, h, w); target masks padded to (mask_stride*h, mask_stride*w).
+        masks: (L, B, Q, h, w) or (L, B, Q, T, h, w); target masks padded to (mask_stride*h, mask_stride*w).
+        Per level: the per-mask losses summed over its matched masks and divided by ``num_masks``.
         """
-        video = pred_masks.dim() == 5
-        src, tgt = [], []
-        for b, (q_idx, t_idx) in enumerate(indices):
-            src.append(pred_masks[b][q_idx.to(pred_masks.device)])
-            tgt.append(targets[b]["masks"][t_idx.to(pred_masks.device)])
-        src = _cat(src) if src else pred_masks.new_zeros((0,))
-        if src.shape[0] == 0:
-            zero = pred_masks.sum() * 0.0  # keeps the graph connected (DDP) when nothing is matched
+        level, batch, query, row = matched
+        n_levels = masks.shape[0]
+        if level.numel() == 0:
+            zero = (masks.sum() * 0.0).expand(n_levels)  # keeps the graph connected (DDP) when nothing is matched
             return {"loss_mask": zero, "loss_dice": zero.clone()}
-        tgt = _cat(tgt)
-        if not video:
+        src = masks[level, batch, query]  # (M, [T,] h, w)
+        tgt = _cat([t["masks"] for t in targets]).to(masks.device)[row]
+        if masks.dim() == 5:
             src, tgt = src.unsqueeze(1), tgt.unsqueeze(1)
-        m, t = src.shape[:2]
+        m = src.shape[0]
         src_flat = src.flatten(0, 1).unsqueeze(1).float()  # (M*T, 1, h, w)
         tgt_flat = tgt.flatten(0, 1).unsqueeze(1).float()  # (M*T, 1, H', W')
         coords = uncertain_point_coords(src_flat, int(self.cfg["num_points"]), float(self.cfg["oversample_ratio"]),
@@ -184,8 +209,10 @@ class SetCriterion(nn.Module):
         with torch.no_grad():
             labels = point_sample(tgt_flat, coords).reshape(m, -1)
         point_logits = point_sample(src_flat, coords).reshape(m, -1)
-        return {"loss_mask": self.cfg["mask_weight"] * sigmoid_bce_loss(point_logits, labels, num_masks),
-                "loss_dice": self.cfg["dice_weight"] * dice_loss(point_logits, labels, num_masks)}
+        per_mask = torch.stack([sigmoid_bce_per_mask(point_logits, labels), dice_per_mask(point_logits, labels)], 1)
+        per_level = per_mask.new_zeros(n_levels, 2).index_add(0, level, per_mask) / num_masks
+        return {"loss_mask": self.cfg["mask_weight"] * per_level[:, 0],
+                "loss_dice": self.cfg["dice_weight"] * per_level[:, 1]}
 
 
 def similarity_loss(fq_embed: torch.Tensor, cq_embed: torch.Tensor, frame_indices: list, frame_targets: list,

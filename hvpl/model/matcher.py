@@ -8,6 +8,7 @@ The assignment minimising the summed cost is found with ``scipy.optimize.linear_
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -19,9 +20,9 @@ from hvpl.model.point_sampling import point_sample, rand_points
 def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean sigmoid BCE between every prediction and every target.
 
-    logits: (Q, P) mask logits on P points; targets: (N, P) in [0, 1]. Returns (Q, N).
+    logits: (..., Q, P) mask logits on P points; targets: (N, P) in [0, 1]. Returns (..., Q, N).
     """
-    num_points = logits.shape[1]
+    num_points = logits.shape[-1]
     # BCE(x, y) = softplus(x) - x * y, so the sum over points is sum softplus(x) - x . y (one softplus pass)
     return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / num_points
 
@@ -29,12 +30,21 @@ def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 - soft dice (smoothed by 1) between every prediction and every target.
 
-    logits: (Q, P); targets: (N, P). Returns (Q, N).
+    logits: (..., Q, P); targets: (N, P). Returns (..., Q, N).
     """
     probs = logits.sigmoid()
     numerator = 2.0 * probs @ targets.T
-    denominator = probs.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    denominator = probs.sum(-1, keepdim=True) + targets.sum(-1)
     return 1.0 - (numerator + 1.0) / (denominator + 1.0)
+
+
+def _assign_numpy(cost: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q, N) finite costs -> the minimum-cost assignment as (query indices, target indices), LongTensors."""
+    if cost.size == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty.clone()
+    rows, cols = linear_sum_assignment(cost)
+    return torch.from_numpy(rows.astype(np.int64)), torch.from_numpy(cols.astype(np.int64))
 
 
 def sample_tracks(masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -67,14 +77,17 @@ class HungarianMatcher(nn.Module):
     @torch.no_grad()
     def cost_matrix(self, logits: torch.Tensor, pred_masks: torch.Tensor, labels: torch.Tensor,
                     tgt_masks: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-        """Matching cost for one image or clip.
+        """Matching cost for one image or clip, for any number of output levels at once.
 
-        logits: (Q, K+1); pred_masks: (Q, T, h, w); labels: (N,); tgt_masks: (N, T, H', W') covering the same
-        (padded) extent as the predictions; coords: (P, 2). Returns (Q, N) float32 on the CPU.
+        logits: (..., Q, K+1); pred_masks: (..., Q, T, h, w) (the same leading dims, e.g. L output levels);
+        labels: (N,); tgt_masks: (N, T, H', W') covering the same (padded) extent as the predictions;
+        coords: (P, 2), shared by every level. Returns (..., Q, N) float32 on the CPU.
         """
+        lead = pred_masks.shape[:-3]
         probs = logits.float().softmax(-1)
-        cost = -self.cost_class * probs[:, labels]
-        pred_pts = sample_tracks(pred_masks, coords)
+        cost = -self.cost_class * probs[..., labels]
+        pred_pts = sample_tracks(pred_masks.reshape(-1, *pred_masks.shape[-3:]), coords)
+        pred_pts = pred_pts.reshape(*lead, pred_pts.shape[-1])
         tgt_pts = sample_tracks(tgt_masks, coords)
         cost = cost + self.cost_mask * batch_bce_cost(pred_pts, tgt_pts)
         cost = cost + self.cost_dice * batch_dice_cost(pred_pts, tgt_pts)
@@ -83,34 +96,43 @@ class HungarianMatcher(nn.Module):
     @staticmethod
     def assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Minimum-cost assignment of a (Q, N) cost matrix -> (query indices, target indices), LongTensors (M,)."""
-        if cost.numel() == 0:
-            empty = torch.zeros(0, dtype=torch.long)
-            return empty, empty.clone()
-        cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8)
-        rows, cols = linear_sum_assignment(cost.numpy())
-        return torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
+        return _assign_numpy(torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy())
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict], generator: torch.Generator | None = None
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Match every batch element.
+        """Match every batch element of one output level.
 
         outputs: ``pred_logits`` (B, Q, K+1) and ``pred_masks`` (B, Q, h, w) [frame] or (B, Q, T, h, w) [video].
         targets: B dicts with ``labels`` (N,) and ``masks`` (N, H', W') [frame] or (N, T, H', W') [video],
         zero-padded to the extent the predictions cover.
         Returns B pairs (query indices, target indices), LongTensors of length min(Q, N).
         """
-        pred_masks = outputs["pred_masks"]
-        video = pred_masks.dim() == 5
-        indices = []
+        return self.match_levels(outputs["pred_logits"][None], outputs["pred_masks"][None], targets, generator)[0]
+
+    @torch.no_grad()
+    def match_levels(self, logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[dict],
+                     generator: torch.Generator | None = None) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Match L output levels (final + aux) of every batch element, one cost computation per element.
+
+        logits: (L, B, Q, K+1); pred_masks: (L, B, Q, h, w) [frame] or (L, B, Q, T, h, w) [video]; targets as in
+        :meth:`forward`. The random points of element b are drawn once and shared by its L levels.
+        Returns L lists of B pairs (query indices, target indices).
+        """
+        video = pred_masks.dim() == 6
+        levels = logits.shape[0]
+        indices: list[list] = [[] for _ in range(levels)]
         for b, tgt in enumerate(targets):
             labels = tgt["labels"]
-            masks = tgt["masks"] if video else tgt["masks"].unsqueeze(1)
-            preds = pred_masks[b] if video else pred_masks[b].unsqueeze(1)
+            preds = pred_masks[:, b] if video else pred_masks[:, b].unsqueeze(2)  # (L, Q, T, h, w)
             if labels.numel() == 0:
-                indices.append(self.assign(torch.zeros(preds.shape[0], 0)))
+                for per_level in indices:
+                    per_level.append(self.assign(torch.zeros(preds.shape[1], 0)))
                 continue
+            masks = tgt["masks"] if video else tgt["masks"].unsqueeze(1)
             coords = rand_points((self.num_points, 2), generator, preds.device)
-            cost = self.cost_matrix(outputs["pred_logits"][b], preds, labels, masks.to(preds.device), coords)
-            indices.append(self.assign(cost))
+            cost = self.cost_matrix(logits[:, b], preds, labels, masks.to(preds.device), coords)
+            cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy()
+            for per_level, level_cost in zip(indices, cost):
+                per_level.append(_assign_numpy(level_cost))
         return indices

