@@ -202,28 +202,34 @@ def test_pad_clips_pads_with_the_pixel_mean():
 
 
 # ------------------------------------------------------------------------------------- 1 vs 2 processes
-def _one_instance_dataset(root: Path, num_videos=4, frames=2, size=48) -> Path:
-    """Videos with exactly one instance visible in every frame (equal instance counts in every clip)."""
+def _varied_instance_dataset(root: Path, num_videos=4, frames=2, size=48) -> Path:
+    """Videos with one (even ids) or two (odd ids) instances visible in every frame, so the clips of a batch
+    have different instance counts (each clip is normalised by its own count, whatever the process count)."""
     from hvpl.data.masks import encode_mask
 
     rng = np.random.default_rng(0)
     videos, anns = [], []
     for v in range(num_videos):
-        names, segs = [], []
+        names = []
+        boxes = [(6 + 5 * v, 1)] + ([(30, 2)] if v % 2 else [])   # (x, category) per instance
+        segs: list[list] = [[] for _ in boxes]
         for f in range(frames):
             img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-            mask = np.zeros((size, size), dtype=bool)
-            y, x = 8 + 4 * f, 6 + 5 * v
-            mask[y:y + 16, x:x + 14] = True
-            img[mask] = (200, 30, 30) if v % 2 == 0 else (30, 30, 200)
+            for k, (x, cat) in enumerate(boxes):
+                mask = np.zeros((size, size), dtype=bool)
+                y = 8 + 4 * f + 12 * k
+                mask[y:y + 16, x:x + 14] = True
+                img[mask] = (200, 30, 30) if cat == 1 else (30, 30, 200)
+                segs[k].append(encode_mask(mask))
             name = f"v{v}/{f:05d}.jpg"
             (root / "frames" / f"v{v}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(root / "frames" / name, quality=95)
             names.append(name)
-            segs.append(encode_mask(mask))
         videos.append({"id": v + 1, "width": size, "height": size, "length": frames, "file_names": names})
-        anns.append({"id": v + 1, "video_id": v + 1, "category_id": 1 + v % 2, "iscrowd": 0, "segmentations": segs,
-                     "areas": [float(16 * 14)] * frames, "bboxes": [[0, 0, 1, 1]] * frames})
+        for k, (_, cat) in enumerate(boxes):
+            anns.append({"id": len(anns) + 1, "video_id": v + 1, "category_id": cat, "iscrowd": 0,
+                         "segmentations": segs[k], "areas": [float(16 * 14)] * frames,
+                         "bboxes": [[0, 0, 1, 1]] * frames})
     data = {"videos": videos, "annotations": anns, "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
             "image_root": "frames"}
     path = root / "train_step0.json"
@@ -238,7 +244,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_equal_one_process(tmp_path):
-    train_json = _one_instance_dataset(tmp_path / "data")
+    train_json = _varied_instance_dataset(tmp_path / "data")
     args = ["train", "--scenario", "synth_smoke", "--step", "0", "--train-json", str(train_json), "--threads", "1",
             "--set", "scenario.train.step0_iters=3"]
     for item in SMALL:

@@ -5,7 +5,8 @@ For every output level (final + aux) the predictions are Hungarian-matched to th
   ``no_object_weight`` (weighted mean, as ``F.cross_entropy`` with class weights);
 - sigmoid BCE and dice on ``num_points`` importance-sampled points per mask (per frame of a track at video level,
   a track's points over all its frames forming one BCE mean and one dice), summed over matched pairs and divided
-  by the number of GT instances (averaged over processes when torch.distributed is initialised).
+  by the number of GT instances of the call's targets (never averaged over processes: see count_instances).
+All output levels of a part are matched and scored in one batched computation (``_output_losses``).
 The video level adds the similarity loss on the final outputs. Terms are returned already weighted by the
 config weights, keyed ``{frame,video}_loss_{ce,mask,dice}[_aux{i}]`` and ``video_loss_sim``; the total loss is
 the sum of the values.
@@ -17,7 +18,6 @@ Targets are zero-padded to the extent the predictions cover (``mask_stride`` x t
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -54,13 +54,10 @@ def split_targets(targets: list[dict], height: int, width: int, device: torch.de
     return frame_targets, video_targets
 
 
-def count_instances(targets: list[dict], device: torch.device) -> float:
-    """Number of GT instances, averaged over processes when distributed; at least 1."""
-    num = torch.tensor(float(sum(int(t["labels"].numel()) for t in targets)), device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(num)
-        num = num / dist.get_world_size()
-    return max(float(num.item()), 1.0)
+def count_instances(targets: list[dict]) -> float:
+    """Number of GT instances of ``targets``, at least 1. Deliberately not averaged over processes: the trainer
+    calls the criterion per clip, so every clip is normalised by its own count whatever the process count."""
+    return max(float(sum(int(t["labels"].numel()) for t in targets)), 1.0)
 
 
 def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -155,7 +152,7 @@ class SetCriterion(nn.Module):
         if logits.shape[-1] != self.num_classes + 1:
             raise ValueError(f"pred_logits has {logits.shape[-1]} classes, the criterion expects "
                              f"{self.num_classes} + 1 (no-object)")
-        num_masks = count_instances(targets, masks.device)
+        num_masks = count_instances(targets)
         indices = self.matcher.match_levels(logits.detach(), masks.detach(), targets, generator)
         matched = matched_pairs(indices, targets, masks.device)
         terms = {"loss_ce": self.cfg["class_weight"] * self.class_loss_levels(logits, targets, matched),
