@@ -7,6 +7,7 @@ the weights). Prints a table and writes ``bench/out/iteration.json``.
 
     python bench/bench_iteration.py [--scenario synth_4-2] [--methods hvpl eclipse finetune] [--iters 10]
                                     [--warmup 2] [--threads 1] [--device cpu] [--sizes 0 128]
+                                    [--model paper_r50]
 """
 from __future__ import annotations
 
@@ -75,11 +76,11 @@ def _size_overrides(size: int | None) -> list[str]:
 
 
 def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int, device: str,
-        size: int | None = None) -> list[dict]:
+        size: int | None = None, model: str | None = None) -> list[dict]:
     torch.set_num_threads(threads)
     info = DistInfo(0, 1, 0, resolve_device(device))
     sets = _size_overrides(size)
-    sc = load_run_config(scenario, "hvpl", None, sets)["scenario"]
+    sc = load_run_config(scenario, "hvpl", model, sets)["scenario"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         spec = dict(sc["synthetic"], num_videos=BENCH_VIDEOS)
@@ -87,7 +88,7 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
         split = Path(tmp) / "split"
         classes = make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
         for method in methods:
-            cfg = load_run_config(scenario, method, None, sets)
+            cfg = load_run_config(scenario, method, model, sets)
             t0, model0 = _time_iterations(cfg, 0, split, None, info, iters, warmup)
             row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
                    "step0_trainable": count_trainable(model0)[0]}
@@ -97,7 +98,7 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1),
                            step1_trainable=count_trainable(model1)[0],
                            ratio=statistics.median(t1) / statistics.median(t0), ratio_min=min(t1) / min(t0))
-            rows.append(dict(row, size=size or sc["input"]["max_size_train"]))
+            rows.append(dict(row, size=size or sc["input"]["max_size_train"], model=cfg["model"]["name"]))
     return rows
 
 
@@ -110,20 +111,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[0], help="frame/input sizes (0: the scenario's)")
+    ap.add_argument("--model", default=None, help="model config (default: the scenario's, tiny for synth_4-2)")
     args = ap.parse_args()
     rows = [r for size in args.sizes
             for r in run(args.scenario, args.methods, args.iters, args.warmup, args.threads, args.device,
-                         size or None)]
+                         size or None, args.model)]
     print("median (min) seconds per iteration; ratio = step 1 / step 0 of the medians (of the minima)")
-    print(f"{'size':>5} {'method':<14}{'step0 s/it':>16}{'step1 s/it':>16}{'ratio':>14}{'trainable0':>11}"
+    print(f"{'model':<10}{'size':>5} {'method':<14}{'step0 s/it':>16}{'step1 s/it':>16}{'ratio':>14}{'trainable0':>11}"
           f"{'trainable1':>11}")
     for r in rows:
         nan = float("nan")
-        print(f"{r['size']:>5} {r['method']:<14}{r['step0_s']:>8.4f} ({r['step0_min_s']:.4f})"
+        print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14}{r['step0_s']:>8.4f} ({r['step0_min_s']:.4f})"
               f"{r.get('step1_s', nan):>8.4f} ({r.get('step1_min_s', nan):.4f})"
               f"{r.get('ratio', nan):>7.3f} ({r.get('ratio_min', nan):.3f}){r['step0_trainable']:>11,}"
               f"{r.get('step1_trainable', 0):>11,}")
-    atomic_write_json(OUT, {"scenario": args.scenario, "device": args.device, "threads": args.threads,
+    atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device, "threads": args.threads,
                             "iters": args.iters, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
                             "machine": platform.processor() or platform.machine(),
                             "torch": torch.__version__, "rows": rows})
