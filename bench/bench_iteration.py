@@ -34,7 +34,11 @@ BENCH_VIDEOS = 40   # enough videos for a split with every class; the timing doe
 TARGET_RATIO = 0.4
 
 
-def _time_iterations(cfg, step, split: Path, prev, info, iters: int, warmup: int) -> tuple[list[float], object]:
+PHASES = ("load", "forward", "backward", "update")
+
+
+def _time_iterations(cfg, step, split: Path, prev, info, iters: int, warmup: int) -> tuple[list[float], dict, object]:
+    """Seconds per timed iteration, median seconds per phase (trainer.train_iteration's marks), the model."""
     name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
     plan, dataset = tr.plan_step(cfg, step, split / name, prev, seed=0)
     tr.seed_everything(0)
@@ -47,17 +51,25 @@ def _time_iterations(cfg, step, split: Path, prev, info, iters: int, warmup: int
         trainer = tr.StepTrainer(cfg, plan, model, dataset, info, seed=0, out_dir=Path(tmp),
                                  ckpt_dir=Path(tmp), basis=basis, fingerprint="bench")
         trainer.ddp.train()
-        times = []
+        times, phases = [], {p: [] for p in PHASES}
+        last = [0.0]
+
+        def mark(phase: str) -> None:
+            if info.device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if it >= warmup:
+                phases[phase].append(now - last[0])
+            last[0] = now
+
         for it in range(warmup + iters):
             if info.device.type == "cuda":
                 torch.cuda.synchronize()
-            tic = time.perf_counter()
-            trainer.train_iteration(it)
-            if info.device.type == "cuda":
-                torch.cuda.synchronize()
+            tic = last[0] = time.perf_counter()
+            trainer.train_iteration(it, mark)
             if it >= warmup:
                 times.append(time.perf_counter() - tic)
-    return times, model
+    return times, {p: statistics.median(v) for p, v in phases.items()}, model
 
 
 def _as_prev(cfg, model, plan_classes, class_order) -> dict:
@@ -89,13 +101,15 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
         classes = make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
         for method in methods:
             cfg = load_run_config(scenario, method, model, sets)
-            t0, model0 = _time_iterations(cfg, 0, split, None, info, iters, warmup)
+            t0, ph0, model0 = _time_iterations(cfg, 0, split, None, info, iters, warmup)
             row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
-                   "step0_trainable": count_trainable(model0)[0]}
+                   "step0_trainable": count_trainable(model0)[0], "step0_phases_s": ph0}
             if method != "joint":
                 prev = _as_prev(cfg, model0, [sc["base"]], classes["steps"][0])
-                t1, model1 = _time_iterations(cfg, 1, split, prev, info, iters, warmup)
-                row.update(step1_s=statistics.median(t1), step1_min_s=min(t1),
+                t1, ph1, model1 = _time_iterations(cfg, 1, split, prev, info, iters, warmup)
+                row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
+                           # what a prompt step cannot skip (clips, forward pass, criterion) over step 0
+                           load_forward_share=(ph1["load"] + ph1["forward"]) / statistics.median(t0),
                            step1_trainable=count_trainable(model1)[0],
                            ratio=statistics.median(t1) / statistics.median(t0), ratio_min=min(t1) / min(t0))
             rows.append(dict(row, size=size or sc["input"]["max_size_train"], model=cfg["model"]["name"]))
@@ -125,6 +139,15 @@ def main() -> None:
               f"{r.get('step1_s', nan):>8.4f} ({r.get('step1_min_s', nan):.4f})"
               f"{r.get('ratio', nan):>7.3f} ({r.get('ratio_min', nan):.3f}){r['step0_trainable']:>11,}"
               f"{r.get('step1_trainable', 0):>11,}")
+    print("\nmedian ms per phase (load / forward+criterion / backward / update); share = step-1 load+forward "
+          "over a step-0 iteration")
+    for r in rows:
+        for step in (0, 1):
+            ph = r.get(f"step{step}_phases_s")
+            if ph:
+                share = f"   share {r['load_forward_share']:.3f}" if step == 1 else ""
+                print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14} step {step}: "
+                      + " / ".join(f"{ph[p] * 1e3:.1f}" for p in PHASES) + share)
     atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device, "threads": args.threads,
                             "iters": args.iters, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
                             "machine": platform.processor() or platform.machine(),

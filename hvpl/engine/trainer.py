@@ -215,6 +215,10 @@ def split_outputs(outputs: dict, num_clips: int, num_frames: int) -> list[dict]:
     return per_clip
 
 
+def _no_mark(phase: str) -> None:
+    return None
+
+
 def _format_terms(values: dict[str, float]) -> str:
     bad = [k for k, v in values.items() if not np.isfinite(v)]
     return ", ".join(f"{k}={values[k]:.6g}" for k in bad + [k for k in values if k not in bad])
@@ -323,18 +327,25 @@ class StepTrainer:
                             f"{_format_terms(values)}")
         return values
 
-    def train_iteration(self, it: int) -> dict[str, float]:
+    def train_iteration(self, it: int, mark: Callable[[str], None] | None = None) -> dict[str, float]:
+        """One iteration; ``mark(phase)`` (benchmarks) is called after "load", "forward" (model + criterion),
+        "backward" and "update" (OGC, clipping, AdamW, schedule)."""
+        mark = mark or _no_mark
         slots, clips = self._load_batch(it)
+        mark("load")
         terms = self._losses(it, slots, clips)
         loss = sum(terms.values())
         values = self._check_finite(it, loss, terms)
+        mark("forward")
         loss.backward()
+        mark("backward")
         if self.projector is not None:
             self.projector.apply()
         clip_gradients(self.trainable, self.train_cfg.get("clip_grad"))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        mark("update")
         return values
 
     # ---------------------------------------------------------------------------------- loop
