@@ -37,39 +37,48 @@ TARGET_RATIO = 0.4
 PHASES = ("load", "forward", "backward", "update")
 
 
-def _time_iterations(cfg, step, split: Path, prev, info, iters: int, warmup: int) -> tuple[list[float], dict, object]:
-    """Seconds per timed iteration, median seconds per phase (trainer.train_iteration's marks), the model."""
-    name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
-    plan, dataset = tr.plan_step(cfg, step, split / name, prev, seed=0)
-    tr.seed_everything(0)
-    model = tr.build_step_model(cfg, plan, prev).to(info.device)
-    basis = None
-    if plan.method.ogc and step >= 1:
-        C = cfg["model"]["hidden_dim"]
-        basis = gpm_update(torch.randn(C, 4 * C, generator=torch.Generator().manual_seed(0)), None, 0.7)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = tr.StepTrainer(cfg, plan, model, dataset, info, seed=0, out_dir=Path(tmp),
-                                 ckpt_dir=Path(tmp), basis=basis, fingerprint="bench")
-        trainer.ddp.train()
-        times, phases = [], {p: [] for p in PHASES}
-        last = [0.0]
+class _Timed:
+    """A step's trainer with its timings: seconds per timed iteration and per phase (train_iteration's marks)."""
+
+    def __init__(self, cfg, step: int, split: Path, prev, info, tmp: Path):
+        name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
+        plan, dataset = tr.plan_step(cfg, step, split / name, prev, seed=0)
+        tr.seed_everything(0)
+        self.model = tr.build_step_model(cfg, plan, prev).to(info.device)
+        basis = None
+        if plan.method.ogc and step >= 1:
+            C = cfg["model"]["hidden_dim"]
+            basis = gpm_update(torch.randn(C, 4 * C, generator=torch.Generator().manual_seed(0)), None, 0.7)
+        self.trainer = tr.StepTrainer(cfg, plan, self.model, dataset, info, seed=0, out_dir=tmp, ckpt_dir=tmp,
+                                      basis=basis, fingerprint="bench")
+        self.trainer.ddp.train()
+        self.cuda = info.device.type == "cuda"
+        self.times: list[float] = []
+        self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
+        self.it = 0
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def iteration(self, record: bool) -> None:
+        last = [self._now()]
+        start = last[0]
 
         def mark(phase: str) -> None:
-            if info.device.type == "cuda":
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            if it >= warmup:
-                phases[phase].append(now - last[0])
+            now = self._now()
+            if record:
+                self.phases[phase].append(now - last[0])
             last[0] = now
 
-        for it in range(warmup + iters):
-            if info.device.type == "cuda":
-                torch.cuda.synchronize()
-            tic = last[0] = time.perf_counter()
-            trainer.train_iteration(it, mark)
-            if it >= warmup:
-                times.append(time.perf_counter() - tic)
-    return times, {p: statistics.median(v) for p, v in phases.items()}, model
+        self.trainer.train_iteration(self.it, mark)
+        self.it += 1
+        if record:
+            self.times.append(self._now() - start)
+
+    def phase_medians(self) -> dict[str, float]:
+        return {p: statistics.median(v) for p, v in self.phases.items()}
 
 
 def _as_prev(cfg, model, plan_classes, class_order) -> dict:
@@ -101,16 +110,28 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
         classes = make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
         for method in methods:
             cfg = load_run_config(scenario, method, model, sets)
-            t0, ph0, model0 = _time_iterations(cfg, 0, split, None, info, iters, warmup)
-            row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
-                   "step0_trainable": count_trainable(model0)[0], "step0_phases_s": ph0}
+            step0 = _Timed(cfg, 0, split, None, info, Path(tmp))
+            for _ in range(warmup):
+                step0.iteration(record=False)
+            runs = [step0]
             if method != "joint":
-                prev = _as_prev(cfg, model0, [sc["base"]], classes["steps"][0])
-                t1, ph1, model1 = _time_iterations(cfg, 1, split, prev, info, iters, warmup)
+                prev = _as_prev(cfg, step0.model, [sc["base"]], classes["steps"][0])
+                step1 = _Timed(cfg, 1, split, prev, info, Path(tmp))
+                for _ in range(warmup):
+                    step1.iteration(record=False)
+                runs.append(step1)
+            for _ in range(iters):   # round-robin: changes of load on a shared machine hit both steps alike
+                for run_ in runs:
+                    run_.iteration(record=True)
+            t0 = step0.times
+            row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
+                   "step0_trainable": count_trainable(step0.model)[0], "step0_phases_s": step0.phase_medians()}
+            if method != "joint":
+                t1, ph1 = step1.times, step1.phase_medians()
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
                            # what a prompt step cannot skip (clips, forward pass, criterion) over step 0
                            load_forward_share=(ph1["load"] + ph1["forward"]) / statistics.median(t0),
-                           step1_trainable=count_trainable(model1)[0],
+                           step1_trainable=count_trainable(step1.model)[0],
                            ratio=statistics.median(t1) / statistics.median(t0), ratio_min=min(t1) / min(t0))
             rows.append(dict(row, size=size or sc["input"]["max_size_train"], model=cfg["model"]["name"]))
     return rows

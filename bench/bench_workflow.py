@@ -26,12 +26,10 @@ OUT = REPO / "bench" / "out" / "workflow.json"
 STEP_RULES = re.compile(r"^(train|evaluate|ogc_memory)_step\d+$")
 
 
-def run(workdir: Path, cores: int, configfile: Path | None) -> float:
+def run(workdir: Path, cores: int, configfile: Path) -> float:
     """Wall seconds of `snakemake --cores N all` in ``workdir``."""
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--cores", str(cores), "all"]
-    if configfile:
-        cmd += ["--configfile", str(configfile)]
+           "--cores", str(cores), "all", "--configfile", str(configfile)]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     start = time.perf_counter()
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -59,7 +57,8 @@ def main() -> None:
     ap.add_argument("--default", action="store_true", help="measure config/config.yaml instead of the smoke config")
     ap.add_argument("--no-speedup", action="store_true", help="skip the --cores 1 run")
     args = ap.parse_args()
-    configfile = None if args.default else REPO / "config" / "smoke.yaml"
+    # always explicit: the Snakefile's default configfile is relative to the (temporary) working directory
+    configfile = REPO / "config" / ("config.yaml" if args.default else "smoke.yaml")
     name = "config/config.yaml" if args.default else "config/smoke.yaml"
 
     with tempfile.TemporaryDirectory(prefix="bench_wf_") as tmp:
