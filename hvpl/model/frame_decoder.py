@@ -31,6 +31,17 @@ def _xavier_(module: nn.Module) -> None:
             nn.init.xavier_uniform_(p)
 
 
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(N, S, C) -> (N, heads, S, C / heads)."""
+    n, s, c = x.shape
+    return x.reshape(n, s, heads, c // heads).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(N, heads, S, C / heads) -> (N, S, C)."""
+    return x.transpose(1, 2).flatten(2)
+
+
 class CrossAttentionLayer(nn.Module):
     """Post-norm cross-attention: q = norm(q + attn(q + q_pos, mem + mem_pos, mem, mask)).
 
@@ -45,9 +56,7 @@ class CrossAttentionLayer(nn.Module):
         _xavier_(self)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, S, C) -> (N, heads, S, C / heads)."""
-        n, s, c = x.shape
-        return x.reshape(n, s, self.attn.num_heads, c // self.attn.num_heads).transpose(1, 2)
+        return _split_heads(x, self.attn.num_heads)
 
     def project_memory(self, memory: torch.Tensor, mem_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """memory: (N, S, C); mem_pos: (N, S, C) or (S, C) -> keys, values (N, heads, S, C / heads)."""
@@ -60,7 +69,7 @@ class CrossAttentionLayer(nn.Module):
         allowed: (N, 1, Q, S) bool, True = attended (every row needs one True)."""
         w_q, b_q = self.attn.in_proj_weight.chunk(3)[0], self.attn.in_proj_bias.chunk(3)[0]
         out = F.scaled_dot_product_attention(self._heads(F.linear(q + q_pos, w_q, b_q)), *kv, attn_mask=allowed)
-        return self.norm(q + self.attn.out_proj(out.transpose(1, 2).flatten(2)))
+        return self.norm(q + self.attn.out_proj(_merge_heads(out)))
 
 
 class SelfAttentionLayer(nn.Module):
@@ -79,10 +88,8 @@ class SelfAttentionLayer(nn.Module):
         w, b = self.attn.in_proj_weight, self.attn.in_proj_bias
         qq, kk = F.linear(q + q_pos, w[:2 * dim], b[:2 * dim]).chunk(2, -1)
         v = F.linear(q, w[2 * dim:], b[2 * dim:])
-        n, s, _ = q.shape
-        qq, kk, v = (x.reshape(n, s, heads, dim // heads).transpose(1, 2) for x in (qq, kk, v))
-        out = F.scaled_dot_product_attention(qq, kk, v)
-        return self.norm(q + self.attn.out_proj(out.transpose(1, 2).flatten(2)))
+        out = F.scaled_dot_product_attention(*(_split_heads(x, heads) for x in (qq, kk, v)))
+        return self.norm(q + self.attn.out_proj(_merge_heads(out)))
 
 
 class FFNLayer(nn.Module):

@@ -38,6 +38,11 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return 1.0 - (numerator + 1.0) / (denominator + 1.0)
 
 
+def _finite_numpy(cost: torch.Tensor) -> np.ndarray:
+    """A CPU cost tensor as numpy with NaN/inf replaced by large finite costs (linear_sum_assignment needs them)."""
+    return torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy()
+
+
 def _assign_numpy(cost: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q, N) finite costs -> the minimum-cost assignment as (query indices, target indices), LongTensors."""
     if cost.size == 0:
@@ -96,7 +101,7 @@ class HungarianMatcher(nn.Module):
     @staticmethod
     def assign(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Minimum-cost assignment of a (Q, N) cost matrix -> (query indices, target indices), LongTensors (M,)."""
-        return _assign_numpy(torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy())
+        return _assign_numpy(_finite_numpy(cost))
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: list[dict], generator: torch.Generator | None = None
@@ -132,7 +137,6 @@ class HungarianMatcher(nn.Module):
             masks = tgt["masks"] if video else tgt["masks"].unsqueeze(1)
             coords = rand_points((self.num_points, 2), generator, preds.device)
             cost = self.cost_matrix(logits[:, b], preds, labels, masks.to(preds.device), coords)
-            cost = torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy()
-            for per_level, level_cost in zip(indices, cost):
+            for per_level, level_cost in zip(indices, _finite_numpy(cost)):
                 per_level.append(_assign_numpy(level_cost))
         return indices

@@ -18,7 +18,7 @@ from torch import nn
 _FUSED_CORE: Callable | None = None
 OFFSET_INIT_GAIN = 1.0   # initial offsets point at distance (1..n_points) * gain pixels in 8 directions
 # CPU softmax over a last dim shorter than one AVX-512 vector (16 floats) takes a scalar path ~7x slower than
-# at 16 (measured: 2016 x 12 rows 417 us vs 57 us padded, bench/bench_model.py): such rows are padded with -inf.
+# at 16 (measured on the project's CPU machine: 2016 x 12 rows 417 us vs 57 us padded): such rows get -inf padding.
 CPU_SOFTMAX_MIN_WIDTH = 16
 
 
