@@ -3,7 +3,9 @@
 A prompt step trains only prompts + class heads: the trunk (backbone + pixel decoder) runs without autograd
 and frozen weights get no gradient, so one iteration should cost well under step 0's (target ratio <= 0.4).
 Data loading is included (the same ClipDataset in both). Models are untrained (the timing does not depend on
-the weights). Prints a table and writes ``bench/out/iteration.json``.
+the weights). Also reported: the step-1 time of the frozen trunk's forward and the ratio the step would reach
+if that forward cost nothing (a lower bound for anything done to frozen parts). Prints a table and writes
+``bench/out/iteration.json``.
 
     python bench/bench_iteration.py [--scenario synth_4-2] [--methods hvpl eclipse finetune] [--iters 10]
                                     [--warmup 2] [--threads 1] [--device cpu] [--sizes 0 128]
@@ -25,6 +27,7 @@ from hvpl.continual.growth import count_trainable
 from hvpl.continual.ogc import gpm_update
 from hvpl.data.splits import make_scenario_split
 from hvpl.data.synthetic import generate_synthetic
+from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.engine.distributed import DistInfo, resolve_device
 from hvpl.utils.io import atomic_write_json
@@ -42,9 +45,9 @@ class _Timed:
 
     def __init__(self, cfg, step: int, split: Path, prev, info, tmp: Path):
         name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
-        plan, dataset = tr.plan_step(cfg, step, split / name, prev, seed=0)
+        plan, dataset = step_plan.plan_step(cfg, step, split / name, prev, seed=0)
         tr.seed_everything(0)
-        self.model = tr.build_step_model(cfg, plan, prev).to(info.device)
+        self.model = step_plan.build_step_model(cfg, plan, prev).to(info.device)
         basis = None
         if plan.method.ogc and step >= 1:
             C = cfg["model"]["hidden_dim"]
@@ -55,7 +58,22 @@ class _Timed:
         self.cuda = info.device.type == "cuda"
         self.times: list[float] = []
         self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
+        self.trunk_times: list[float] = []   # backbone + pixel decoder forward, per timed iteration
+        self._trunk_acc = 0.0
+        self._time_trunk()
         self.it = 0
+
+    def _time_trunk(self) -> None:
+        """Wrap the model's trunk (an instance attribute shadowing the method) to accumulate its forward time."""
+        trunk = self.model.trunk
+
+        def timed(frames):
+            start = self._now()
+            out = trunk(frames)
+            self._trunk_acc += self._now() - start
+            return out
+
+        self.model.trunk = timed
 
     def _now(self) -> float:
         if self.cuda:
@@ -72,10 +90,12 @@ class _Timed:
                 self.phases[phase].append(now - last[0])
             last[0] = now
 
+        self._trunk_acc = 0.0
         self.trainer.train_iteration(self.it, mark)
         self.it += 1
         if record:
             self.times.append(self._now() - start)
+            self.trunk_times.append(self._trunk_acc)
 
     def phase_medians(self) -> dict[str, float]:
         return {p: statistics.median(v) for p, v in self.phases.items()}
@@ -131,6 +151,10 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
                            # what a prompt step cannot skip (clips, forward pass, criterion) over step 0
                            load_forward_share=(ph1["load"] + ph1["forward"]) / statistics.median(t0),
+                           step1_trunk_s=statistics.median(step1.trunk_times),
+                           # the ratio if the frozen trunk (backbone + pixel decoder) cost nothing at step 1
+                           trunk_free_ratio=((statistics.median(t1) - statistics.median(step1.trunk_times))
+                                             / statistics.median(t0) if step1.model._trunk_frozen() else None),
                            step1_trainable=count_trainable(step1.model)[0],
                            ratio=statistics.median(t1) / statistics.median(t0), ratio_min=min(t1) / min(t0))
             rows.append(dict(row, size=size or sc["input"]["max_size_train"], model=cfg["model"]["name"]))
@@ -167,6 +191,9 @@ def main() -> None:
             ph = r.get(f"step{step}_phases_s")
             if ph:
                 share = f"   share {r['load_forward_share']:.3f}" if step == 1 else ""
+                if step == 1 and r["trunk_free_ratio"] is not None:
+                    share += (f"   frozen trunk {r['step1_trunk_s'] * 1e3:.1f} ms (ratio without it "
+                              f"{r['trunk_free_ratio']:.3f})")
                 print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14} step {step}: "
                       + " / ".join(f"{ph[p] * 1e3:.1f}" for p in PHASES) + share)
     atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device, "threads": args.threads,

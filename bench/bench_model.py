@@ -3,7 +3,7 @@
 Model and data: the model YAML of ``--scenario`` (default synth_4-2 -> tiny), ``train.batch_size`` clips of
 ``train.frames_step0`` / ``frames_inc`` frames from a small synthetic dataset rendered with the scenario's
 settings (64 x 64). Step 0 trains everything; step 1 of ``--method`` (default hvpl) is the step-0 model grown
-with ``hvpl.continual.growth`` (via the trainer's ``build_step_model``), trainable set applied. Weights are
+with ``hvpl.continual.growth`` (via ``hvpl.engine.step_plan.build_step_model``), trainable set applied. Weights are
 untrained: the timing does not depend on them. The optimizer step and data loading are NOT included.
 
 Method (wall clock, ``time.perf_counter``; on CUDA every boundary is preceded by ``torch.cuda.synchronize``):
@@ -47,6 +47,8 @@ from hvpl.config import load_run_config
 from hvpl.continual.growth import count_trainable
 from hvpl.data.splits import make_scenario_split
 from hvpl.data.synthetic import generate_synthetic
+from hvpl.engine import batching
+from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.model.criterion import SetCriterion
 from hvpl.utils.io import atomic_write_json
@@ -113,7 +115,7 @@ def time_iteration(model, criterion, images, targets, timer: StageTimer, sync, s
     sync()
     t1 = time.perf_counter()
     loss = 0.0
-    per_clip = tr.split_outputs(outputs, len(targets), images.shape[1])  # as the trainer does
+    per_clip = batching.split_outputs(outputs, len(targets), images.shape[1])  # as the trainer does
     for j, clip in enumerate(targets):
         gen = torch.Generator(device=images.device).manual_seed(seed + j)
         for value in criterion(per_clip[j], [clip], gen).values():
@@ -136,7 +138,7 @@ def time_iteration(model, criterion, images, targets, timer: StageTimer, sync, s
 def fixed_batch(dataset, batch_size: int, device) -> tuple[torch.Tensor, list[dict]]:
     """The first ``batch_size`` clips (same inputs every iteration): images (B, T, 3, H, W), target dicts."""
     clips = [dataset[i] for i in range(batch_size)]
-    images = tr.pad_clips(clips, torch.tensor([123.675, 116.28, 103.53])).to(device)
+    images = batching.pad_clips(clips, torch.tensor([123.675, 116.28, 103.53])).to(device)
     targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in c.items() if k != "images"}
                for c in clips]
     return images, targets
@@ -145,14 +147,14 @@ def fixed_batch(dataset, batch_size: int, device) -> tuple[torch.Tensor, list[di
 def build_steps(cfg: dict, split: Path) -> list[tuple]:
     """[(step, plan, model, dataset)] for step 0 and step 1 (the step-0 model grown)."""
     tr.seed_everything(0)
-    plan0, data0 = tr.plan_step(cfg, 0, split / "train_step0.json", None, seed=0)
-    model0 = tr.build_step_model(cfg, plan0, None)
+    plan0, data0 = step_plan.plan_step(cfg, 0, split / "train_step0.json", None, seed=0)
+    model0 = step_plan.build_step_model(cfg, plan0, None)
     prev = {"model": {k: v.detach().clone() for k, v in model0.state_dict().items()}, "model_config": cfg["model"],
             "scenario": cfg["scenario"], "method": cfg["method"], "step": 0,
             "classes_per_task": plan0.classes_per_task, "class_order": plan0.class_order,
             "_path": "<bench step 0>"}
-    plan1, data1 = tr.plan_step(cfg, 1, split / "train_step1.json", prev, seed=0)
-    model1 = tr.build_step_model(cfg, plan1, prev)
+    plan1, data1 = step_plan.plan_step(cfg, 1, split / "train_step1.json", prev, seed=0)
+    model1 = step_plan.build_step_model(cfg, plan1, prev)
     return [(0, plan0, model0, data0), (1, plan1, model1, data1)]
 
 

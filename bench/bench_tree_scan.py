@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hvpl.model.tree_scan import ENGINES, TreeScanLayer, choose_engine, grid_mst, tree_aggregate
+from hvpl.model.spanning_tree import grid_mst
+from hvpl.model.tree_scan import ENGINES, TreeScanLayer, choose_engine, tree_aggregate
 from hvpl.utils.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "tree_scan.json"

@@ -1,6 +1,7 @@
 """Test helper: untrained step models saved in the model_final.pth format (no training needed)."""
 from __future__ import annotations
 
+from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.engine.predict import load_model_file
 from hvpl.utils.io import atomic_torch_save
@@ -8,9 +9,9 @@ from hvpl.utils.io import atomic_torch_save
 
 def save_untrained(cfg, step, train_json, prev, path):
     """Build step ``step``'s model (grown from ``prev``), save it like ``hvpl train`` would, load it back."""
-    plan, _ = tr.plan_step(cfg, step, train_json, prev, seed=0)
+    plan, _ = step_plan.plan_step(cfg, step, train_json, prev, seed=0)
     tr.seed_everything(step)
-    model = tr.build_step_model(cfg, plan, prev)
+    model = step_plan.build_step_model(cfg, plan, prev)
     atomic_torch_save(path, {"model": model.state_dict(), "model_config": cfg["model"], "scenario": cfg["scenario"],
                              "method": cfg["method"], "step": step, "classes_per_task": plan.classes_per_task,
                              "class_order": plan.class_order, "trainable_params": 0, "total_params": 0,

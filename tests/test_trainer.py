@@ -15,6 +15,7 @@ from PIL import Image
 
 from hvpl.config import load_run_config
 from hvpl.continual.ogc import gpm_update, save_basis
+from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.engine.distributed import DistInfo
 from hvpl.engine.predict import load_model_file
@@ -89,9 +90,9 @@ def test_prompt_step_trains_only_its_set_and_projects_the_prompt_gradient(step0_
     cfg = _cfg("hvpl", "scenario.train.inc_iters=2")
     basis_path, M = _basis(tmp_path, cfg)
     prev = load(step0_model)
-    plan, dataset = tr.plan_step(cfg, 1, tiny_split_dir / "train_step1.json", prev, seed=0)
+    plan, dataset = step_plan.plan_step(cfg, 1, tiny_split_dir / "train_step1.json", prev, seed=0)
     assert plan.classes_per_task == [2, 2] and plan.class_order == [1, 2, 3, 4] and not plan.lr_drop
-    model = tr.build_step_model(cfg, plan, prev)
+    model = step_plan.build_step_model(cfg, plan, prev)
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     trainer = tr.StepTrainer(cfg, plan, model, dataset, info, seed=0, out_dir=tmp_path / "o",
                              ckpt_dir=tmp_path / "c", basis=M, fingerprint="x")
@@ -120,8 +121,8 @@ def test_prompt_step_trains_only_its_set_and_projects_the_prompt_gradient(step0_
 
 def test_nonfinite_loss_names_iteration_and_terms(step0_model, tiny_split_dir, tmp_path):
     cfg = _cfg("hvpl", "scenario.train.step0_iters=2")
-    plan, dataset = tr.plan_step(cfg, 0, tiny_split_dir / "train_step0.json", None, seed=0)
-    model = tr.build_step_model(cfg, plan, None)
+    plan, dataset = step_plan.plan_step(cfg, 0, tiny_split_dir / "train_step0.json", None, seed=0)
+    model = step_plan.build_step_model(cfg, plan, None)
     trainer = tr.StepTrainer(cfg, plan, model, dataset, DistInfo(0, 1, 0, torch.device("cpu")), seed=0,
                              out_dir=tmp_path, ckpt_dir=tmp_path, basis=None, fingerprint="x")
     real = trainer.criterion
@@ -191,16 +192,6 @@ def test_clip_seed_distinguishes_every_coordinate():
     assert len(seeds) == 36
 
 
-def test_pad_clips_pads_with_the_pixel_mean():
-    mean = torch.tensor([10.0, 20.0, 30.0])
-    clips = [{"images": torch.zeros(2, 3, 4, 5)}, {"images": torch.ones(2, 3, 6, 3)}]
-    out = tr.pad_clips(clips, mean)
-    assert out.shape == (2, 2, 3, 6, 5)
-    assert torch.equal(out[0, :, :, :4, :5], clips[0]["images"])
-    assert torch.equal(out[0, :, 1, 4:, :], torch.full((2, 2, 5), 20.0))
-    assert torch.equal(out[1, :, 2, :, 3:], torch.full((2, 6, 2), 30.0))
-
-
 # ------------------------------------------------------------------------------------- 1 vs 2 processes
 def _varied_instance_dataset(root: Path, num_videos=4, frames=2, size=48) -> Path:
     """Videos with one (even ids) or two (odd ids) instances visible in every frame, so the clips of a batch
@@ -261,7 +252,7 @@ def test_two_processes_equal_one_process(tmp_path):
     b = load_model_file(tmp_path / "two" / tr.FINAL_NAME)["model"]
     cfg = _cfg("hvpl")
     tr.seed_everything(0)   # train_step's seed before it builds the model
-    start = tr.build_step_model(cfg, tr._plan(cfg, 0, train_json, None), None).state_dict()
+    start = step_plan.build_step_model(cfg, step_plan.make_plan(cfg, 0, train_json, None), None).state_dict()
     moved = 0
     # Adam turns float-rounding noise in (mathematically) zero gradients, e.g. attention key biases, into
     # updates of up to lr per iteration, so weights agree to 2e-5 here (lr * iterations = 9e-4), the losses to 1e-6
@@ -302,41 +293,3 @@ def test_killed_cli_process_resumes_to_identical_weights(tiny_split_dir, tmp_pat
     assert "resuming from" in again.stderr
     assert _states_equal(load_model_file(out / tr.FINAL_NAME)["model"],
                          load_model_file(tmp_path / "ref" / "step0" / tr.FINAL_NAME)["model"])
-
-
-def test_split_outputs_equals_slice_outputs_values_and_gradients():
-    """split_outputs (one backward node per tensor) gives slice_outputs' tensors and the same gradients."""
-    g = torch.Generator().manual_seed(0)
-    b, t = 2, 3
-
-    def leaves():
-        fm = torch.randn(b * t, 4, 5, 5, generator=g, requires_grad=True)
-        vm = torch.randn(b, 4, t, 5, 5, generator=g, requires_grad=True)
-        return fm, vm
-
-    fm, vm = leaves()
-
-    def tree(fm, vm):
-        return {"frame": {"pred_masks": fm * 2, "aux_outputs": [{"pred_masks": fm + 1}], "n": 3},
-                "video": {"pred_masks": vm * 3, "aux_outputs": [{"pred_masks": vm - 1}, {"pred_masks": vm * vm}]}}
-
-    def loss(parts, weights):
-        total = 0.0
-        for j, p in enumerate(parts):
-            total = total + weights[j] * (p["frame"]["pred_masks"].sum() + p["frame"]["aux_outputs"][0]["pred_masks"]
-                                          .pow(2).sum() + sum(a["pred_masks"].sin().sum()
-                                                              for a in p["video"]["aux_outputs"]))
-        return total
-
-    out = tree(fm, vm)
-    split = tr.split_outputs(out, b, t)
-    sliced = [tr.slice_outputs(out, j, t) for j in range(b)]
-    for s, r in zip(split, sliced):
-        assert s["frame"]["n"] == 3 and len(s["video"]["aux_outputs"]) == 2
-        assert torch.equal(s["frame"]["pred_masks"], r["frame"]["pred_masks"])
-        assert torch.equal(s["video"]["aux_outputs"][1]["pred_masks"], r["video"]["aux_outputs"][1]["pred_masks"])
-    grads_split = torch.autograd.grad(loss(split, [0.5, 2.0]), [fm, vm])
-    out = tree(fm, vm)
-    grads_slice = torch.autograd.grad(loss([tr.slice_outputs(out, j, t) for j in range(b)], [0.5, 2.0]), [fm, vm])
-    for a, c in zip(grads_split, grads_slice):
-        assert torch.equal(a, c)

@@ -24,16 +24,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hvpl.continual.methods import Method, get_method
 from hvpl.engine import checkpoint as ckpt_mod
+from hvpl.engine.batching import pad_clips, split_outputs
 from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, barrier, distributed_context,
                                      local_draws, unwrap, wrap_model)
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
-from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.engine.predict import load_model_file
+from hvpl.engine.step_plan import StepPlan, build_step_model, describe_init, plan_step
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_torch_save, atomic_write_text, read_json
+from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress
 
 FINAL_NAME = "model_final.pth"
@@ -54,165 +55,6 @@ def seed_everything(seed: int) -> None:
 
 def default_ckpt_dir(out_dir: Path) -> Path:
     return out_dir.parent / "checkpoints" / out_dir.name
-
-
-# ------------------------------------------------------------------------------------------ what a step trains
-@dataclass
-class StepPlan:
-    method: Method
-    step: int
-    iters: int
-    num_frames: int
-    lr_drop: bool                 # step-0 schedule (one LR drop) vs constant LR
-    classes_per_task: list[int]   # of the model this step trains
-    class_order: list[int]        # category ids of every seen class (contiguous label = index)
-    new_classes: list[int]        # category ids this step learns
-
-
-def _new_class_ids(train_json: Path, step: int, joint: bool) -> list[int]:
-    """This step's category ids: from the sibling classes.json (split folder) or the JSON's categories."""
-    sibling = train_json.parent / "classes.json"
-    if sibling.is_file():
-        classes = read_json(sibling)
-        if joint:
-            return list(classes["class_order"])
-        if not 0 <= step < len(classes["steps"]):
-            raise HVPLError(f"{sibling}: entry 'steps' has {len(classes['steps'])} steps, no step {step}")
-        return list(classes["steps"][step])
-    return [c["id"] for c in read_json(train_json).get("categories", [])]
-
-
-def _plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> StepPlan:
-    from hvpl.config import classes_per_step, num_steps
-
-    scenario, method = cfg["scenario"], get_method(cfg["method"])
-    train = scenario["train"]
-    if not 0 <= step < num_steps(scenario):
-        raise HVPLError(f"scenario '{scenario['name']}': step {step} out of range 0..{num_steps(scenario) - 1}")
-    new = _new_class_ids(train_json, step, method.joint)
-    if method.joint or step == 0:
-        if prev is not None:
-            raise HVPLError(f"{prev['_path']}: step {step} of '{method.name}' starts from scratch; "
-                            "no --prev-model is used")
-        cpt, order = [len(new)], list(new)
-    else:
-        if prev is None:
-            raise HVPLError(f"step {step} of '{method.name}' needs --prev-model (step {step - 1}'s model_final.pth)")
-        if int(prev["step"]) != step - 1:
-            raise HVPLError(f"{prev['_path']}: entry 'step' is {prev['step']}, step {step} needs step {step - 1}")
-        cpt, order = list(prev["classes_per_task"]) + [len(new)], list(prev["class_order"]) + list(new)
-    expected = [scenario["num_classes"]] if method.joint else classes_per_step(scenario)[:step + 1]
-    if cpt != expected:
-        raise HVPLError(f"{train_json}: classes per task {cpt} disagree with scenario '{scenario['name']}' "
-                        f"({expected}); is this the step-{step} training JSON?")
-    first = step == 0 or method.joint
-    return StepPlan(method, step, int(train["step0_iters" if first else "inc_iters"]),
-                    int(train["frames_step0" if first else "frames_inc"]), first, cpt, order, new)
-
-
-def plan_step(cfg: dict, step: int, train_json: Path, prev: dict | None, seed: int):
-    """(StepPlan, ClipDataset) of one step; checks the JSON's classes against the plan."""
-    from hvpl.data.clip_dataset import ClipDataset
-
-    plan = _plan(cfg, step, train_json, prev)
-    train = cfg["scenario"]["train"]
-    dataset = ClipDataset(train_json, plan.num_frames, int(train["frame_range"]), cfg["scenario"]["input"],
-                          train=True, seed=seed, class_order=plan.class_order)
-    ids = {c["id"] for c in dataset.data["categories"]}
-    wrong = [c for c in plan.new_classes if dataset.label.get(c) != plan.class_order.index(c)]
-    if ids != set(plan.new_classes) or wrong:
-        raise HVPLError(f"{train_json}: categories {sorted(ids)} are not step {step}'s classes "
-                        f"{plan.new_classes} in class order {plan.class_order}")
-    return plan, dataset
-
-
-def _load_init_weights(model, path: str) -> None:
-    """Copy every tensor of a weights file whose name and shape match (e.g. a VITA-COCO model)."""
-    ckpt = load_model_file(path) if str(path).endswith("model_final.pth") else torch.load(
-        path, map_location="cpu", weights_only=False)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise HVPLError(f"{path}: train.init_weights must be a state dict or a dict with a 'model' entry")
-    own = model.state_dict()
-    match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    model.load_state_dict(match, strict=False)
-    log(f"{path}: initialised {len(match)} of {len(own)} tensors")
-
-
-def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):
-    """The model step ``plan.step`` trains, on CPU, trainable set applied."""
-    from hvpl.continual.growth import grow_for_step, set_trainable
-    from hvpl.model.hvpl import HVPLModel
-
-    if prev is None:
-        model = HVPLModel(cfg["model"], plan.method, cfg["scenario"]["prompts_per_task"], plan.classes_per_task)
-        init = cfg["scenario"]["train"].get("init_weights")
-        if init:
-            _load_init_weights(model, init)
-    else:
-        model = rebuild_model(prev, plan.method)
-        grow_for_step(model, plan.method, plan.classes_per_task[-1])
-    set_trainable(model, plan.method, plan.step)
-    return model
-
-
-# --------------------------------------------------------------------------------------------- batch helpers
-def pad_clips(clips: list[dict], pad_value: torch.Tensor) -> torch.Tensor:
-    """Clips of different sizes -> (B, T, 3, H, W), padded at the bottom/right with ``pad_value`` (3,)
-    (the pixel mean: zero after the model's normalisation, as Mask2Former pads after normalising)."""
-    h = max(c["images"].shape[-2] for c in clips)
-    w = max(c["images"].shape[-1] for c in clips)
-    mean = pad_value.view(1, 3, 1, 1).to(clips[0]["images"].dtype)
-    out = []
-    for c in clips:
-        img = c["images"] - mean
-        img = F.pad(img, (0, w - img.shape[-1], 0, h - img.shape[-2]))
-        out.append(img + mean)
-    return torch.stack(out)
-
-
-def _slice_tree(node, index: slice):
-    if isinstance(node, torch.Tensor):
-        return node[index]
-    if isinstance(node, dict):
-        return {k: _slice_tree(v, index) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_slice_tree(v, index) for v in node]
-    return node
-
-
-def slice_outputs(outputs: dict, j: int, num_frames: int) -> dict:
-    """Outputs of clip ``j`` of a batch: frame tensors (B*T, ...) -> (T, ...), video tensors (B, ...) -> (1, ...)."""
-    out = {}
-    if "frame" in outputs:
-        out["frame"] = _slice_tree(outputs["frame"], slice(j * num_frames, (j + 1) * num_frames))
-    if "video" in outputs:
-        out["video"] = _slice_tree(outputs["video"], slice(j, j + 1))
-    return out
-
-
-def _split_tree(node, size: int, count: int) -> list:
-    """``count`` per-clip copies of an output tree, every tensor split along dim 0 into chunks of ``size``."""
-    if isinstance(node, torch.Tensor):
-        return list(node.split(size))
-    if isinstance(node, dict):
-        parts = {k: _split_tree(v, size, count) for k, v in node.items()}
-        return [{k: v[j] for k, v in parts.items()} for j in range(count)]
-    if isinstance(node, list):
-        parts = [_split_tree(v, size, count) for v in node]
-        return [[p[j] for p in parts] for j in range(count)]
-    return [node] * count
-
-
-def split_outputs(outputs: dict, num_clips: int, num_frames: int) -> list[dict]:
-    """:func:`slice_outputs` of every clip at once. The chunks are the same views, but each tensor gets one
-    backward node (a concatenation) instead of one full-size zero gradient per clip."""
-    per_clip: list[dict] = [{} for _ in range(num_clips)]
-    for key, size in (("frame", num_frames), ("video", 1)):
-        if key in outputs:
-            for j, part in enumerate(_split_tree(outputs[key], size, num_clips)):
-                per_clip[j][key] = part
-    return per_clip
 
 
 def _no_mark(phase: str) -> None:
@@ -397,16 +239,6 @@ class StepTrainer:
                 "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]
         atomic_write_text(self.out_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in lines))
-
-
-def describe_init(cfg: dict) -> str:
-    """Where the run's step-0 weights came from (summary.csv's ``init_weights``): a full-model file, an
-    ImageNet backbone file, or ``scratch``."""
-    model_file = cfg["scenario"]["train"].get("init_weights")
-    backbone_file = cfg["model"].get("backbone", {}).get("weights")
-    if model_file:
-        return f"model:{model_file}"
-    return f"backbone:{backbone_file}" if backbone_file else "scratch"
 
 
 def _set_threads(threads: int | None) -> None:

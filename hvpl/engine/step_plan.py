@@ -1,0 +1,126 @@
+"""What one continual step trains: its plan (method, iterations, classes), its data and its model.
+
+``plan_step`` checks the step's training JSON against the scenario and the previous step's model;
+``build_step_model`` builds (step 0, joint) or rebuilds and grows (step t >= 1) the model and applies the
+method's trainable set (hvpl.continual.growth).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hvpl.continual.methods import Method, get_method
+from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import read_json
+from hvpl.utils.logging import log
+
+@dataclass
+class StepPlan:
+    method: Method
+    step: int
+    iters: int
+    num_frames: int
+    lr_drop: bool                 # step-0 schedule (one LR drop) vs constant LR
+    classes_per_task: list[int]   # of the model this step trains
+    class_order: list[int]        # category ids of every seen class (contiguous label = index)
+    new_classes: list[int]        # category ids this step learns
+
+
+def new_class_ids(train_json: Path, step: int, joint: bool) -> list[int]:
+    """This step's category ids: from the sibling classes.json (split folder) or the JSON's categories."""
+    sibling = train_json.parent / "classes.json"
+    if sibling.is_file():
+        classes = read_json(sibling)
+        if joint:
+            return list(classes["class_order"])
+        if not 0 <= step < len(classes["steps"]):
+            raise HVPLError(f"{sibling}: entry 'steps' has {len(classes['steps'])} steps, no step {step}")
+        return list(classes["steps"][step])
+    return [c["id"] for c in read_json(train_json).get("categories", [])]
+
+
+def make_plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> StepPlan:
+    from hvpl.config import classes_per_step, num_steps
+
+    scenario, method = cfg["scenario"], get_method(cfg["method"])
+    train = scenario["train"]
+    if not 0 <= step < num_steps(scenario):
+        raise HVPLError(f"scenario '{scenario['name']}': step {step} out of range 0..{num_steps(scenario) - 1}")
+    new = new_class_ids(train_json, step, method.joint)
+    if method.joint or step == 0:
+        if prev is not None:
+            raise HVPLError(f"{prev['_path']}: step {step} of '{method.name}' starts from scratch; "
+                            "no --prev-model is used")
+        cpt, order = [len(new)], list(new)
+    else:
+        if prev is None:
+            raise HVPLError(f"step {step} of '{method.name}' needs --prev-model (step {step - 1}'s model_final.pth)")
+        if int(prev["step"]) != step - 1:
+            raise HVPLError(f"{prev['_path']}: entry 'step' is {prev['step']}, step {step} needs step {step - 1}")
+        cpt, order = list(prev["classes_per_task"]) + [len(new)], list(prev["class_order"]) + list(new)
+    expected = [scenario["num_classes"]] if method.joint else classes_per_step(scenario)[:step + 1]
+    if cpt != expected:
+        raise HVPLError(f"{train_json}: classes per task {cpt} disagree with scenario '{scenario['name']}' "
+                        f"({expected}); is this the step-{step} training JSON?")
+    first = step == 0 or method.joint
+    return StepPlan(method, step, int(train["step0_iters" if first else "inc_iters"]),
+                    int(train["frames_step0" if first else "frames_inc"]), first, cpt, order, new)
+
+
+def plan_step(cfg: dict, step: int, train_json: Path, prev: dict | None, seed: int):
+    """(StepPlan, ClipDataset) of one step; checks the JSON's classes against the plan."""
+    from hvpl.data.clip_dataset import ClipDataset
+
+    plan = make_plan(cfg, step, train_json, prev)
+    train = cfg["scenario"]["train"]
+    dataset = ClipDataset(train_json, plan.num_frames, int(train["frame_range"]), cfg["scenario"]["input"],
+                          train=True, seed=seed, class_order=plan.class_order)
+    ids = {c["id"] for c in dataset.data["categories"]}
+    wrong = [c for c in plan.new_classes if dataset.label.get(c) != plan.class_order.index(c)]
+    if ids != set(plan.new_classes) or wrong:
+        raise HVPLError(f"{train_json}: categories {sorted(ids)} are not step {step}'s classes "
+                        f"{plan.new_classes} in class order {plan.class_order}")
+    return plan, dataset
+
+
+def load_init_weights(model, path: str) -> None:
+    """Copy every tensor of a weights file whose name and shape match (e.g. a VITA-COCO model)."""
+    ckpt = load_model_file(path) if str(path).endswith("model_final.pth") else torch.load(
+        path, map_location="cpu", weights_only=False)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise HVPLError(f"{path}: train.init_weights must be a state dict or a dict with a 'model' entry")
+    own = model.state_dict()
+    match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(match, strict=False)
+    log(f"{path}: initialised {len(match)} of {len(own)} tensors")
+
+
+def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):
+    """The model step ``plan.step`` trains, on CPU, trainable set applied."""
+    from hvpl.continual.growth import grow_for_step, set_trainable
+    from hvpl.model.hvpl import HVPLModel
+
+    if prev is None:
+        model = HVPLModel(cfg["model"], plan.method, cfg["scenario"]["prompts_per_task"], plan.classes_per_task)
+        init = cfg["scenario"]["train"].get("init_weights")
+        if init:
+            load_init_weights(model, init)
+    else:
+        model = rebuild_model(prev, plan.method)
+        grow_for_step(model, plan.method, plan.classes_per_task[-1])
+    set_trainable(model, plan.method, plan.step)
+    return model
+
+
+def describe_init(cfg: dict) -> str:
+    """Where the run's step-0 weights came from (summary.csv's ``init_weights``): a full-model file, an
+    ImageNet backbone file, or ``scratch``."""
+    model_file = cfg["scenario"]["train"].get("init_weights")
+    backbone_file = cfg["model"].get("backbone", {}).get("weights")
+    if model_file:
+        return f"model:{model_file}"
+    return f"backbone:{backbone_file}" if backbone_file else "scratch"
