@@ -145,7 +145,8 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
                     run_.iteration(record=True)
             t0 = step0.times
             row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
-                   "step0_trainable": count_trainable(step0.model)[0], "step0_phases_s": step0.phase_medians()}
+                   "step0_trainable": count_trainable(step0.model)[0], "step0_phases_s": step0.phase_medians(),
+               "step0_trunk_s": statistics.median(step0.trunk_times)}
             if method != "joint":
                 t1, ph1 = step1.times, step1.phase_medians()
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
