@@ -35,6 +35,9 @@ smoke: install
 bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py --device cuda --timing-model paper_r50 --sizes 360
+
 lint: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --lint
 

@@ -59,6 +59,7 @@ class _Timed:
         self.times: list[float] = []
         self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
         self.trunk_times: list[float] = []   # backbone + pixel decoder forward, per timed iteration
+        self.peak_bytes = 0                   # CUDA: peak allocated memory over the timed iterations
         self._trunk_acc = 0.0
         self._time_trunk()
         self.it = 0
@@ -91,11 +92,15 @@ class _Timed:
             last[0] = now
 
         self._trunk_acc = 0.0
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
         self.trainer.train_iteration(self.it, mark)
         self.it += 1
         if record:
             self.times.append(self._now() - start)
             self.trunk_times.append(self._trunk_acc)
+            if self.cuda:
+                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated())
 
     def phase_medians(self) -> dict[str, float]:
         return {p: statistics.median(v) for p, v in self.phases.items()}
@@ -146,13 +151,15 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
             t0 = step0.times
             row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
                    "step0_trainable": count_trainable(step0.model)[0], "step0_phases_s": step0.phase_medians(),
-               "step0_trunk_s": statistics.median(step0.trunk_times)}
+               "step0_trunk_s": statistics.median(step0.trunk_times),
+               "step0_peak_mib": step0.peak_bytes / 2 ** 20}
             if method != "joint":
                 t1, ph1 = step1.times, step1.phase_medians()
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
                            # what a prompt step cannot skip (clips, forward pass, criterion) over step 0
                            load_forward_share=(ph1["load"] + ph1["forward"]) / statistics.median(t0),
                            step1_trunk_s=statistics.median(step1.trunk_times),
+                           step1_peak_mib=step1.peak_bytes / 2 ** 20,
                            # the ratio if the frozen trunk (backbone + pixel decoder) cost nothing at step 1
                            trunk_free_ratio=((statistics.median(t1) - statistics.median(step1.trunk_times))
                                              / statistics.median(t0) if step1.model._trunk_frozen() else None),
@@ -197,6 +204,11 @@ def main() -> None:
                               f"{r['trunk_free_ratio']:.3f})")
                 print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14} step {step}: "
                       + " / ".join(f"{ph[p] * 1e3:.1f}" for p in PHASES) + share)
+    if args.device.startswith("cuda"):
+        print("\npeak CUDA memory allocated during an iteration (MiB), step 0 / step 1")
+        for r in rows:
+            print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14}{r['step0_peak_mib']:>9.0f} / "
+                  f"{r.get('step1_peak_mib', float('nan')):.0f}")
     atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device, "threads": args.threads,
                             "iters": args.iters, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
                             "machine": platform.processor() or platform.machine(),

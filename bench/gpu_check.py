@@ -1,0 +1,186 @@
+"""GPU check: run every device-specific path end to end, then time training iterations, in one command.
+
+Meant for a machine with a GPU (``--device cuda``): step 0 and an OGC prompt step trained with bf16 autocast,
+the OGC memory, inference and evaluation on the device, inference agreement with the CPU, a ``torchrun`` run
+(NCCL, one process per visible GPU), and ``bench_iteration`` timings with peak memory (``--timing-model
+paper_r50 --sizes 360`` for the paper-size step). With ``--device cpu`` the same flow runs on CPU (gloo, two
+processes): a check of the script itself. Everything is on a small synthetic split in a temporary folder.
+Prints a table and writes ``bench/out/gpu_check.json``; exits non-zero if a check fails.
+
+    python bench/gpu_check.py [--device cuda] [--iters 20] [--timing-model paper_r50] [--sizes 360]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_iteration  # noqa: E402
+
+from hvpl.config import load_run_config  # noqa: E402
+from hvpl.continual.ogc import build_memory  # noqa: E402
+from hvpl.data.splits import make_scenario_split  # noqa: E402
+from hvpl.data.synthetic import generate_synthetic  # noqa: E402
+from hvpl.engine.predict import load_model_file, predict  # noqa: E402
+from hvpl.engine.trainer import train_step  # noqa: E402
+from hvpl.evaluation.evaluate import evaluate_files  # noqa: E402
+from hvpl.utils.io import atomic_write_json  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out" / "gpu_check.json"
+SCENARIO = "synth_4-2"
+NUM_VIDEOS = 40
+
+
+class Checks:
+    """Runs named checks, records ok / detail / seconds, never stops at a failure."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def run(self, name: str, fn) -> object:
+        start = time.perf_counter()
+        try:
+            value, detail = fn()
+            ok = True
+        except Exception as exc:   # a failed check is reported, the next ones still run
+            value, ok, detail = None, False, f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        self.rows.append({"check": name, "ok": ok, "detail": detail, "seconds": time.perf_counter() - start})
+        print(f"[gpu_check] {'ok  ' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        return value
+
+
+def _last_loss(out_dir: Path) -> float:
+    lines = [json.loads(x) for x in (out_dir / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    losses = [x["loss"] for x in lines if "loss" in x]
+    if not losses or not all(math.isfinite(v) for v in losses):
+        raise RuntimeError(f"{out_dir / 'train_log.jsonl'}: no finite losses logged")
+    return losses[-1]
+
+
+def _weights_diff(a: Path, b: Path) -> float:
+    sa, sb = load_model_file(a)["model"], load_model_file(b)["model"]
+    return max((sa[k].float() - sb[k].float()).abs().max().item() for k in sa)
+
+
+def _score_diff(a: Path, b: Path) -> tuple[int, int, float]:
+    """Detections of two predictions files and the largest difference between their k-th best scores per
+    video (robust to ties reordering)."""
+    def ranked(path: Path) -> dict:
+        per_video: dict = {}
+        for r in json.loads(path.read_text()):
+            per_video.setdefault(r["video_id"], []).append(r["score"])
+        return {v: sorted(s, reverse=True) for v, s in per_video.items()}
+    ra, rb = ranked(a), ranked(b)
+    diffs = [abs(x - y) for v in ra.keys() & rb.keys() for x, y in zip(ra[v], rb[v])]
+    return sum(map(len, ra.values())), sum(map(len, rb.values())), max(diffs, default=0.0)
+
+
+def _torchrun(cfg_sets: list[str], split: Path, out: Path, device: str, nproc: int) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "hvpl.cli", "train", "--scenario", SCENARIO, "--method", "hvpl", "--step", "0",
+           "--train-json", str(split / "train_step0.json"), "--out-dir", str(out), "--device", device]
+    for item in cfg_sets:
+        cmd += ["--set", item]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def run_checks(device: str, iters: int, work: Path, checks: Checks) -> None:
+    sets = [f"scenario.train.step0_iters={iters}", f"scenario.train.step0_lr_drop={max(1, iters - 1)}",
+            f"scenario.train.inc_iters={iters}", "scenario.train.checkpoint_period=0",
+            f"scenario.train.log_period={max(1, iters // 4)}", "scenario.train.ogc_samples=16"]
+    cfg = load_run_config(SCENARIO, "hvpl", None, sets)
+    sc = cfg["scenario"]
+    data, split, run = work / "data", work / "split", work / "run"
+
+    def make_data():
+        generate_synthetic(data, num_classes=sc["num_classes"], **dict(sc["synthetic"], num_videos=NUM_VIDEOS))
+        classes = make_scenario_split(sc, data, split, seed=0)
+        return classes, f"{NUM_VIDEOS} videos, steps {classes['steps']}"
+
+    checks.run("synthetic split", make_data)
+    step0, step1 = run / "step0", run / "step1"
+
+    def train(step, out, **kw):
+        def go():
+            path = train_step(cfg, step=step, train_json=split / f"train_step{step}.json", out_dir=out, seed=0,
+                              device=device, **kw)
+            return path, f"{iters} iterations, last logged loss {_last_loss(out):.3f}"
+        return go
+
+    checks.run(f"train step 0 on {device}", train(0, step0))
+    basis = run / "step1_ogc_basis.pt"
+    checks.run(f"OGC memory on {device}", lambda: (build_memory(
+        cfg, step=1, prev_model=step0 / "model_final.pth", train_json=split / "train_step0.json", out=basis,
+        seed=0, device=device), f"basis {tuple(torch.load(basis, weights_only=False)['basis'].shape)}"))
+    checks.run(f"train hvpl step 1 (OGC) on {device}", train(1, step1, prev_model=step0 / "model_final.pth",
+                                                             ogc_basis=basis))
+
+    def infer():
+        preds, cpu_preds = run / "predictions.json", run / "predictions_cpu.json"
+        predict(step1 / "model_final.pth", split / "test_step1.json", preds, device=device)
+        predict(step1 / "model_final.pth", split / "test_step1.json", cpu_preds, device="cpu")
+        stats = evaluate_files(split / "test_step1.json", preds, run / "metrics.json", split / "classes.json", 1)
+        n_dev, n_cpu, diff = _score_diff(preds, cpu_preds)
+        ap = stats["stats"]["AP"]
+        return diff, f"AP {ap:.4f}; {n_dev} / {n_cpu} detections ({device} / cpu), max score difference {diff:.2e}"
+
+    checks.run(f"predict + evaluate on {device}, compared with cpu", infer)
+
+    def ddp():
+        nproc = max(1, torch.cuda.device_count()) if device.startswith("cuda") else 2
+        res = _torchrun(sets, split, run / "ddp" / "step0", device, nproc)
+        if res.returncode != 0:
+            raise RuntimeError(f"torchrun exited {res.returncode}: {res.stderr[-2000:]}")
+        diff = _weights_diff(run / "ddp" / "step0" / "model_final.pth", step0 / "model_final.pth")
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        return diff, f"{nproc} process(es), {backend}; max weight difference to the 1-process run {diff:.2e}"
+
+    checks.run("torchrun step 0", ddp)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--iters", type=int, default=20, help="training iterations per step of the end-to-end run")
+    ap.add_argument("--timing-model", default=None, help="model config of the timings (default: the scenario's)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0], help="timing input sizes (0: the scenario's)")
+    ap.add_argument("--timing-iters", type=int, default=10)
+    args = ap.parse_args()
+    env = {"device": args.device, "torch": torch.__version__, "cuda": torch.version.cuda,
+           "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+           "machine": platform.processor() or platform.machine()}
+    print(f"[gpu_check] {env}", flush=True)
+    checks = Checks()
+    with tempfile.TemporaryDirectory() as tmp:
+        run_checks(args.device, args.iters, Path(tmp), checks)
+    timings = checks.run("iteration timings", lambda: (lambda rows: (rows, f"{len(rows)} row(s)"))(
+        [r for size in args.sizes for r in bench_iteration.run(SCENARIO, ["hvpl"], args.timing_iters, 2, 1,
+                                                                args.device, size or None, args.timing_model)]))
+    print(f"\n{'check':<48}{'ok':>5}{'s':>8}  detail")
+    for r in checks.rows:
+        print(f"{r['check']:<48}{'yes' if r['ok'] else 'NO':>5}{r['seconds']:>8.1f}  {r['detail']}")
+    for r in timings or []:
+        print(f"timing {r['model']} {r['size']} px: step 0 {r['step0_s'] * 1e3:.1f} ms/it "
+              f"(peak {r['step0_peak_mib']:.0f} MiB), hvpl step 1 {r['step1_s'] * 1e3:.1f} ms/it "
+              f"(peak {r['step1_peak_mib']:.0f} MiB), ratio {r['ratio']:.3f}")
+    atomic_write_json(OUT, {"env": env, "iters": args.iters, "checks": checks.rows, "timings": timings})
+    print(f"wrote {OUT}")
+    sys.exit(0 if all(r["ok"] for r in checks.rows) else 1)
+
+
+if __name__ == "__main__":
+    main()
