@@ -71,19 +71,55 @@ def make_plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> Step
 
 
 def plan_step(cfg: dict, step: int, train_json: Path, prev: dict | None, seed: int):
-    """(StepPlan, ClipDataset) of one step; checks the JSON's classes against the plan."""
+    """(StepPlan, training dataset) of one step; checks the JSON's classes against the plan. With
+    ``data.use_coco`` the dataset mixes in the step's COCO pseudo-videos (:func:`coco_json_for`)."""
     from hvpl.data.clip_dataset import ClipDataset
 
     plan = make_plan(cfg, step, train_json, prev)
-    train = cfg["scenario"]["train"]
-    dataset = ClipDataset(train_json, plan.num_frames, int(train["frame_range"]), cfg["scenario"]["input"],
-                          train=True, seed=seed, class_order=plan.class_order)
+    dataset = ClipDataset(train_json, *_clip_args(cfg, plan), train=True, seed=seed, class_order=plan.class_order)
     ids = {c["id"] for c in dataset.data["categories"]}
     wrong = [c for c in plan.new_classes if dataset.label.get(c) != plan.class_order.index(c)]
     if ids != set(plan.new_classes) or wrong:
         raise HVPLError(f"{train_json}: categories {sorted(ids)} are not step {step}'s classes "
                         f"{plan.new_classes} in class order {plan.class_order}")
-    return plan, dataset
+    return plan, _with_coco(cfg, plan, Path(train_json), dataset, seed)
+
+
+def _clip_args(cfg: dict, plan: StepPlan) -> tuple:
+    train = cfg["scenario"]["train"]
+    return plan.num_frames, int(train["frame_range"]), cfg["scenario"]["input"]
+
+
+def coco_json_for(train_json: Path, step: int, joint: bool) -> Path:
+    """The COCO pseudo-video file of a step, written by the split next to its training JSON."""
+    return Path(train_json).parent / ("coco_all.json" if joint else f"coco_step{step}.json")
+
+
+def _with_coco(cfg: dict, plan: StepPlan, train_json: Path, videos, seed: int):
+    """``videos`` alone, or joined with the step's COCO pseudo-videos sampled image:video = 1 : ``data.coco_ratio``
+    when ``data.use_coco`` is set (a step none of whose classes has a COCO counterpart has no file)."""
+    from hvpl.data.clip_dataset import ClipDataset
+    from hvpl.data.joint_dataset import IMAGE_SEED_OFFSET, JointClipDataset
+
+    data_cfg = cfg["scenario"].get("data") or {}
+    if not data_cfg.get("use_coco"):
+        return videos
+    path = coco_json_for(train_json, plan.step, plan.method.joint)
+    if not path.is_file():
+        log(f"step {plan.step}: no COCO pseudo-videos ({path} not written by the split): videos only")
+        return videos
+    images = ClipDataset(path, *_clip_args(cfg, plan), train=True, seed=seed + IMAGE_SEED_OFFSET,
+                         class_order=plan.class_order)
+    extra = sorted({c["id"] for c in images.data["categories"]} - set(plan.new_classes))
+    if extra:
+        raise HVPLError(f"{path}: categories {extra} are not step {plan.step}'s classes {plan.new_classes}")
+    ratio = float(data_cfg.get("coco_ratio", 0.0))
+    if ratio <= 0:
+        raise HVPLError(f"scenario '{cfg['scenario']['name']}': data.use_coco needs data.coco_ratio > 0 "
+                        f"(the video part of the image:video sampling ratio 1:r), got {ratio}")
+    log(f"step {plan.step}: joint training with {len(images)} COCO pseudo-videos ({path.name}), "
+        f"image:video sampling 1:{ratio:g}")
+    return JointClipDataset(videos, images, ratio)
 
 
 def load_init_weights(model, path: str) -> None:
