@@ -47,10 +47,10 @@ def test_param_groups_lr_and_decay():
     model = _Toy()
     groups = param_groups(model, TRAIN)
     expect = {  # name: (lr, weight decay)
-        "backbone.0.weight": (1e-4, 0.05), "backbone.0.bias": (1e-4, 0.0),
+        "backbone.0.weight": (1e-4, 0.05), "backbone.0.bias": (1e-4, 0.05),
         "backbone.1.weight": (1e-4, 0.0), "backbone.1.bias": (1e-4, 0.0),
         "frame_decoder.query_feat.weight": (1e-3, 0.0),
-        "frame_decoder.proj.weight": (1e-3, 0.05), "frame_decoder.proj.bias": (1e-3, 0.0),
+        "frame_decoder.proj.weight": (1e-3, 0.05), "frame_decoder.proj.bias": (1e-3, 0.05),
         "frame_decoder.norm.weight": (1e-3, 0.0), "frame_decoder.norm.bias": (1e-3, 0.0),
         "frame_decoder.prompts.0.content": (1e-3, 0.0), "A_log": (1e-3, 0.0),
     }
@@ -100,3 +100,21 @@ def test_clip_gradients_global_norm():
     assert math.isclose(joint, 1.0, rel_tol=1e-4)
     torch.testing.assert_close(a.grad, torch.tensor([0.6, 0.0, 0.0]), rtol=1e-4, atol=1e-6)
     assert clip_gradients([a, b], None) is None and clip_gradients([a, b], 0) is None
+
+
+def test_real_model_groups_follow_the_protocol():
+    """Full tiny model: norms, embeddings, prompts and the tree scan's A_log/D get no decay; weights and biases
+    of linear/conv layers decay."""
+    from hvpl.config import load_run_config
+    from hvpl.model.hvpl import HVPLModel
+
+    cfg = load_run_config("synth_smoke", "hvpl", None, [])
+    model = HVPLModel(cfg["model"], "hvpl", 2, [2, 2])
+    decay = {n for g in param_groups(model, TRAIN) if g["weight_decay"] > 0 for n in g["names"]}
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    free = names - decay
+    assert any(n.endswith("ssm.A_log") for n in free) and any(n.endswith("ssm.D") for n in free)
+    assert all(not n.endswith(("ssm.A_log", "ssm.D")) for n in decay)
+    assert any(".prompts." in n for n in free) and all(".prompts." not in n for n in decay)
+    assert "frame_decoder.query_feat.weight" in free and "frame_decoder.decoder_norm.weight" in free
+    assert "frame_decoder.mask_embed.layers.0.bias" in decay and "video_decoder.input_proj.weight" in decay

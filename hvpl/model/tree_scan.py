@@ -197,6 +197,7 @@ class TreeSSM(nn.Module):
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         self.A_log = nn.Parameter(torch.zeros(inner, d_state))
         self.D = nn.Parameter(torch.ones(inner))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True   # Mamba's convention (engine/optim.py)
         self.h_norm = nn.LayerNorm(inner)
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
