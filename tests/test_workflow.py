@@ -158,6 +158,27 @@ def test_dry_run_of_the_default_config(tmp_path):
     assert job_counts(res.stdout + res.stderr) == expected_counts(cfg["methods"], "synth_4-2")
 
 
+def _train_commands(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "-m hvpl.cli train" in line or "hvpl train --" in line]
+
+
+def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):
+    """Default: `hvpl train --threads 1` (profiles/default set-threads); a profile's train gpu=N on CUDA launches
+    the step under torchrun with N processes and the rule's threads per process."""
+    res = run_snakemake("-n", "--cores", "8", "all", "--configfile", str(SMOKE), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    plain = _train_commands(res.stdout + res.stderr)
+    assert plain and all(c.split("Shell command: ")[-1].startswith("hvpl train --threads 1 ") for c in plain)
+    res = run_snakemake("-n", "--cores", "8", "all", "--configfile", str(SMOKE), "--config", "device=cuda",
+                        "--set-resources", "train:gpu=2", "--set-threads", "train=3", workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    multi = _train_commands(out)
+    assert len(multi) == len(plain)
+    assert all("torchrun --standalone --nproc_per_node 2 -m hvpl.cli train --threads 6 " in c for c in multi)
+    assert "gpu=2, cpus_per_gpu=3" in out
+
+
 def test_cuda_device_requests_gpus(tmp_path):
     res = run_snakemake("-n", "all", "--configfile", str(SMOKE), "--config", "device=cuda", workdir=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -175,7 +196,7 @@ def test_cuda_device_requests_gpus(tmp_path):
     ({"overrides": {"synth_smoke": {"scenario.train.no_such_key": 3}}}, "overrides.synth_smoke"),
     # the same checks for the other keys, in the slow suite (each case is a Snakemake start)
     pytest.param({"seeds": [-1]}, "seeds", marks=pytest.mark.slow),
-    pytest.param({"threads": 0}, "threads", marks=pytest.mark.slow),
+    pytest.param({"threads": 2}, "threads", marks=pytest.mark.slow),   # moved to profiles (set-threads)
     pytest.param({"device": "tpu"}, "device", marks=pytest.mark.slow),
     pytest.param({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}},
                  "overrides.synth_smoke.scenario.num_classes", marks=pytest.mark.slow),

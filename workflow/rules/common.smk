@@ -248,10 +248,22 @@ def summary_inputs():
 
 
 def gpu_resources():
-    """GPU requests (Snakemake's standard `gpu` / `cpus_per_gpu`) only when the config runs on CUDA."""
+    """GPU requests (Snakemake's standard `gpu` / `cpus_per_gpu`) only when the config runs on CUDA: one GPU
+    per job by default; a profile may raise train's (`set-resources: train: {gpu: N}`: N processes under
+    torchrun). cpus_per_gpu = the rule's threads (profiles: `set-threads`)."""
     if not config["device"].startswith("cuda"):
         return {}
-    return {"gpu": 1, "cpus_per_gpu": int(config["threads"])}
+    return {"gpu": 1, "cpus_per_gpu": lambda wildcards, threads: threads}
+
+
+def train_launcher(wildcards, threads, resources):
+    """`hvpl train --threads T`, or with N > 1 GPUs `torchrun` with N processes (one per GPU, NCCL; the global
+    batch is unchanged) and T threads per process."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus <= 1:
+        return f"hvpl train --threads {threads}"
+    return (f"torchrun --standalone --nproc_per_node {gpus} -m hvpl.cli train "
+            f"--threads {threads * gpus}")
 
 
 def cluster_resources():

@@ -13,7 +13,7 @@ rule evaluate:
         metrics=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/metrics.json",
     params:
         compute=compute_args(),
-    threads: config["threads"]
+    threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
         **cluster_resources(),
     log:

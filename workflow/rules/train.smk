@@ -19,7 +19,8 @@ rule train:
         prev=lambda wildcards, input: optional_args(input, prev_model="prev-model", ogc_basis="ogc-basis"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         ckpt_dir=lambda wildcards: ckpt_dir(wildcards.scenario, wildcards.method, wildcards.seed, wildcards.step),
-    threads: config["threads"]
+        launch=train_launcher,
+    threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
         **cluster_resources(),
     priority: 10
@@ -30,7 +31,7 @@ rule train:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl train {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
+        "{params.launch} {params.config} {params.compute} --step {wildcards.step} "
         "--seed {wildcards.seed} --train-json {input.train_json} --out-dir {params.out_dir} {params.prev} "
         "--ckpt-dir {params.ckpt_dir} > {log} 2>&1 "
         "|| {{ echo 'hvpl train failed, see the log: {log}' >&2; tail -n 20 {log} >&2; exit 1; }}"
@@ -66,7 +67,7 @@ rule ogc_memory:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method),
         compute=compute_args(),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
-    threads: config["threads"]
+    threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
         **cluster_resources(),
     priority: 10
