@@ -18,14 +18,16 @@ def mini_coco():
               {"id": 11, "file_name": "b.jpg", "height": 6, "width": 8},
               {"id": 12, "file_name": "c.jpg", "height": 6, "width": 8}]
     poly = [[1.0, 1.0, 5.0, 1.0, 5.0, 4.0, 1.0, 4.0]]
-    crowd = {"size": [6, 8], "counts": [8, 4, 36]}
+    rle = {"size": [6, 8], "counts": [8, 4, 36]}
     anns = [
         {"id": 1, "image_id": 10, "category_id": 1, "segmentation": poly, "area": 12.0, "bbox": [1, 1, 4, 3],
          "iscrowd": 0},                                                 # person -> person (1)
         {"id": 2, "image_id": 10, "category_id": 2, "segmentation": poly, "area": 12.0, "bbox": [1, 1, 4, 3],
          "iscrowd": 0},                                                 # bicycle -> motorbike (21)
-        {"id": 3, "image_id": 11, "category_id": 4, "segmentation": crowd, "area": 4.0, "bbox": [1, 0, 1, 4],
-         "iscrowd": 1},                                                 # motorcycle -> motorbike (21)
+        {"id": 3, "image_id": 11, "category_id": 4, "segmentation": rle, "area": 4.0, "bbox": [1, 0, 1, 4],
+         "iscrowd": 0},                                                 # motorcycle -> motorbike (21), as RLE
+        {"id": 5, "image_id": 11, "category_id": 1, "segmentation": rle, "area": 4.0, "bbox": [1, 0, 1, 4],
+         "iscrowd": 1},                                                 # a crowd region: dropped
         {"id": 4, "image_id": 12, "category_id": 10, "segmentation": poly, "area": 12.0, "bbox": [1, 1, 4, 3],
          "iscrowd": 0},                                                 # traffic light: no map
     ]
@@ -44,12 +46,12 @@ def test_convert(tmp_path):
     assert [v["id"] for v in out["videos"]] == [10, 11]
     assert all(v["length"] == 1 and len(v["file_names"]) == 1 for v in out["videos"])
     assert [(a["video_id"], a["category_id"], a["iscrowd"]) for a in out["annotations"]] == [
-        (10, 1, 0), (10, 21, 0), (11, 21, 1)]
+        (10, 1, 0), (10, 21, 0), (11, 21, 0)]
     assert len(out["categories"]) == 40
-    crowd = decode_segmentation(out["annotations"][2]["segmentations"][0], 6, 8)
+    mask = decode_segmentation(out["annotations"][2]["segmentations"][0], 6, 8)
     expected = np.zeros(48, bool)  # column-major runs: 8 zeros, 4 ones, 36 zeros
     expected[8:12] = True
-    np.testing.assert_array_equal(crowd, expected.reshape(8, 6).T)
+    np.testing.assert_array_equal(mask, expected.reshape(8, 6).T)
     (tmp_path / "x.json").write_text(json.dumps(out))
     load_ytvis(tmp_path / "x.json")  # a valid YouTube-VIS file
 

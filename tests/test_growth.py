@@ -60,8 +60,10 @@ def test_step0_finetune_joint_train_everything_but_frozen_stem():
     assert tot3 - tot0 == 3 * 2 * mlp_params([256, 256, 256, 2])
     joint = load_run_config("ytvis2019_20-2", "joint")
     assert count_parameters(joint, 0)[1] == tot0 + 2 * (mlp_params([256, 256, 256, 40]) - mlp_params([256, 256, 256, 20]))
+    # the workflow runs joint as the last step (10 of 20-2): the same all-class model at any step index
+    assert count_parameters(joint, 10) == count_parameters(joint, 0)
     with pytest.raises(HVPLError):
-        count_parameters(joint, 1)
+        count_parameters(joint, 11)
     with pytest.raises(HVPLError):
         count_parameters(cfg, 11)
 

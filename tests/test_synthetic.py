@@ -132,3 +132,32 @@ def test_errors(tmp_path, bad):
     with pytest.raises(HVPLError, match="synthetic"):
         syn.generate_synthetic(tmp_path, **dict(TINY_SYNTH, **bad))
     assert not (tmp_path / "train.json").exists()
+
+
+SMALL_SYNTH = dict(num_classes=4, num_videos=3, num_frames=2, height=32, width=32, max_instances=1, seed=0)
+
+
+def test_interrupted_generation_leaves_no_partial_output(tmp_path, monkeypatch):
+    """A failure after some frames are written leaves neither a frame folder nor train.json (nor temp files)."""
+    calls = []
+    encode = syn.encode_track
+
+    def failing(masks):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return encode(masks)
+
+    monkeypatch.setattr(syn, "encode_track", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        syn.generate_synthetic(tmp_path, **SMALL_SYNTH)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_regeneration_replaces_the_frame_folder(tmp_path):
+    stale = tmp_path / "train" / "JPEGImages" / "stale.jpg"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    syn.generate_synthetic(tmp_path, **SMALL_SYNTH)
+    assert not stale.exists() and len(load_ytvis(tmp_path / "train.json")["videos"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "train.json"]

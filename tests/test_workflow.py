@@ -162,6 +162,24 @@ def _train_commands(output: str) -> list[str]:
     return [line for line in output.splitlines() if "-m hvpl.cli train" in line or "hvpl train --" in line]
 
 
+def test_split_of_a_given_dataset_depends_on_its_files(tmp_path):
+    """A dataset given by `data_roots` is not generated; the split job lists its train.json as input (so a newer
+    dataset file reruns the split) and reads that root."""
+    from hvpl.data.synthetic import generate_synthetic
+
+    root = tmp_path / "given"
+    generate_synthetic(root, num_classes=6, num_videos=12, num_frames=2, height=32, width=32, max_instances=1,
+                       seed=0)
+    cfg = write_config(tmp_path / "given.yaml", data_roots={"synth_smoke": str(root)})
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert "rule synthesize" not in out
+    split_block = out.split("rule split_synth_smoke:", 1)[1].split("\nrule ", 1)[0]
+    assert f"input: {root / 'train.json'}" in split_block
+    assert f"--data-root {root} " in split_block
+
+
 def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):
     """Default: `hvpl train --threads 1` (profiles/default set-threads); a profile's train gpu=N on CUDA launches
     the step under torchrun with N processes and the rule's threads per process."""

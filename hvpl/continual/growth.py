@@ -93,15 +93,13 @@ def count_parameters(cfg: dict, step: int) -> tuple[int, int]:
     from hvpl.model.hvpl import HVPLModel, without_weight_files
 
     scenario, method = cfg["scenario"], get_method(cfg["method"])
-    if method.joint:
-        classes, last = [scenario["num_classes"]], 0
-    else:
-        classes, last = classes_per_step(scenario), num_steps(scenario) - 1
+    last = num_steps(scenario) - 1
     if not 0 <= step <= last:
         raise HVPLError(f"scenario '{scenario['name']}': step {step} out of range 0..{last} "
                         f"for method '{method.name}'")
+    # joint trains one all-class model, whichever step index it runs as (the workflow: the last one)
+    classes = [scenario["num_classes"]] if method.joint else classes_per_step(scenario)[:step + 1]
     with torch.device("meta"):
-        model = HVPLModel(without_weight_files(cfg["model"]), method, scenario["prompts_per_task"],
-                          classes[:step + 1])
-    set_trainable(model, method, step)
+        model = HVPLModel(without_weight_files(cfg["model"]), method, scenario["prompts_per_task"], classes)
+    set_trainable(model, method, 0 if method.joint else step)
     return count_trainable(model)

@@ -82,8 +82,8 @@ def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=
     for i, a in enumerate(coco["annotations"]):
         if a.get("image_id") not in images:
             raise HVPLError(f"{where}: annotations[{i}] (id {a.get('id')}): unknown image_id {a.get('image_id')}")
-        if a.get("category_id") not in cmap:
-            continue
+        if a.get("category_id") not in cmap or a.get("iscrowd", 0):
+            continue   # crowd regions are not instances: detectron2 / VITA drop them from training data
         anns.append({"id": len(anns) + 1, "video_id": a["image_id"], "category_id": cmap[a["category_id"]],
                      "iscrowd": int(a.get("iscrowd", 0)), "segmentations": [a["segmentation"]],
                      "areas": [a.get("area")], "bboxes": [a.get("bbox")]})

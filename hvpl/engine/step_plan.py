@@ -132,7 +132,16 @@ def load_init_weights(model, path: str) -> None:
     own = model.state_dict()
     match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(match, strict=False)
-    log(f"{path}: initialised {len(match)} of {len(own)} tensors")
+    parts: dict[str, int] = {}
+    for name in match:
+        parts[name.split(".", 1)[0]] = parts.get(name.split(".", 1)[0], 0) + 1
+    unused = sorted({k.split(".", 1)[0] for k in state if k not in match})
+    log(f"{path}: initialised {len(match)} of {len(own)} tensors "
+        f"({', '.join(f'{k} {n}' for k, n in sorted(parts.items())) or 'none'}); "
+        f"{len(state) - len(match)} tensors of the file unused (prefixes: {', '.join(unused) or '-'})")
+    if set(parts) <= {"backbone"}:
+        log(f"warning: {path}: only backbone tensors matched; heads named differently (e.g. a VITA checkpoint's "
+            "sem_seg_head.* / vita_module.*) are not mapped onto this model's modules")
 
 
 def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):

@@ -188,7 +188,18 @@ def split_args(scenario):
 
 
 def split_inputs(scenario):
-    return [f"{synth_root(scenario)}/train.json"] if generates_data(scenario) else []
+    """What `hvpl split` reads, so that a newer dataset file reruns the split: the generated synthetic train.json,
+    else the dataset's train JSON and paper split files as found now (none if the dataset is not found: the
+    split job then reports where it looked)."""
+    if generates_data(scenario):
+        return [f"{synth_root(scenario)}/train.json"]
+    from hvpl.data.ytvis import resolve_layout
+
+    try:
+        layout = resolve_layout(SCENARIOS[scenario]["dataset"], data_root(scenario))
+    except HVPLError:
+        return []
+    return [str(layout.train_json), *(str(p) for p in layout.split_files or ())]
 
 
 def train_inputs(wildcards):

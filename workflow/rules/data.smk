@@ -32,7 +32,7 @@ for _scenario in SCENARIOS:
             split_files(_scenario),
         params:
             scenario=_scenario,
-            root=lambda wildcards, input, _sc=_scenario: os.path.dirname(input[0]) if input else data_root(_sc),
+            root=lambda wildcards, _sc=_scenario: data_root(_sc),
             out=lambda wildcards, output: os.path.dirname(output[0]),
             extra=split_args(_scenario),
         log:
