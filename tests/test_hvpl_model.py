@@ -214,3 +214,43 @@ def test_video_aux_outputs_in_clip_layer_then_frame_layer_order():
         assert torch.equal(level["pred_masks"], vid["masks"][i, j])
         assert torch.equal(level["pred_logits"], logits[i, j])
     assert torch.equal(out["pred_cq_embed"], vid["cq_embed"][-1, -1])
+
+
+def _clip_targets(batch, t, size):
+    out = []
+    for j in range(batch):
+        masks = torch.zeros(1, t, size, size, dtype=torch.bool)
+        masks[0, :, 8 + 4 * j:30, 10:34] = True
+        out.append({"labels": torch.tensor([2 + j]), "masks": masks, "present": torch.ones(1, t, dtype=torch.bool)})
+    return out
+
+
+def _prompt_step_loss(model, images, targets, autocast: bool):
+    from hvpl.engine.batching import split_outputs
+    from hvpl.model.criterion import SetCriterion
+
+    crit = SetCriterion(model_cfg()["loss"], model.num_classes)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = model(images)   # the criterion runs outside autocast, as in the trainer
+    per_clip = split_outputs(out, images.shape[0], images.shape[1])
+    loss = sum(sum(v.float() for v in crit(per_clip[j], [targets[j]], torch.Generator().manual_seed(j)).values())
+               for j in range(images.shape[0]))
+    return out, loss
+
+
+def test_prompt_step_runs_under_bf16_autocast():
+    """The CUDA training precision (bf16 autocast) on CPU: outputs are bf16, the loss is finite and close to the
+    float32 loss, and the backward reaches the trainable set (prompts and new heads)."""
+    model = tiny_model()
+    set_trainable(model, model.method, 1)
+    model.set_step_mode(1)
+    model.train()
+    images, targets = frames(2, 3, 3, 64, 64), _clip_targets(2, 3, 64)
+    _, ref = _prompt_step_loss(model, images, targets, autocast=False)
+    out, loss = _prompt_step_loss(model, images, targets, autocast=True)
+    assert out["frame"]["pred_logits"].dtype == torch.bfloat16 and out["video"]["pred_masks"].dtype == torch.bfloat16
+    assert torch.isfinite(loss) and abs(loss.item() - ref.item()) < 0.01 * ref.item()
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None and torch.isfinite(p.grad).all() for p in trainable)
+    assert model.frame_decoder.prompts[0].content.grad.abs().sum() > 0
