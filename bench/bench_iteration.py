@@ -209,7 +209,8 @@ def main() -> None:
         for r in rows:
             print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14}{r['step0_peak_mib']:>9.0f} / "
                   f"{r.get('step1_peak_mib', float('nan')):.0f}")
-    atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device, "threads": args.threads,
+    atomic_write_json(OUT, {"scenario": args.scenario, "model": args.model, "device": args.device,
+                            "threads": args.threads,
                             "iters": args.iters, "warmup": args.warmup, "target_ratio": TARGET_RATIO,
                             "machine": platform.processor() or platform.machine(),
                             "torch": torch.__version__, "rows": rows})

@@ -167,9 +167,12 @@ def main() -> None:
     checks = Checks()
     with tempfile.TemporaryDirectory() as tmp:
         run_checks(args.device, args.iters, Path(tmp), checks)
-    timings = checks.run("iteration timings", lambda: (lambda rows: (rows, f"{len(rows)} row(s)"))(
-        [r for size in args.sizes for r in bench_iteration.run(SCENARIO, ["hvpl"], args.timing_iters, 2, 1,
-                                                                args.device, size or None, args.timing_model)]))
+    def timing_rows():
+        rows = [r for size in args.sizes for r in bench_iteration.run(
+            SCENARIO, ["hvpl"], args.timing_iters, 2, 1, args.device, size or None, args.timing_model)]
+        return rows, f"{len(rows)} row(s)"
+
+    timings = checks.run("iteration timings", timing_rows)
     print(f"\n{'check':<48}{'ok':>5}{'s':>8}  detail")
     for r in checks.rows:
         print(f"{r['check']:<48}{'yes' if r['ok'] else 'NO':>5}{r['seconds']:>8.1f}  {r['detail']}")

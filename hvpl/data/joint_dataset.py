@@ -21,15 +21,17 @@ class JointClipDataset(torch.utils.data.Dataset):
     """Video clips and image pseudo-clips sampled image:video = 1 : ``video_ratio`` (protocol.md: 1:0.75 for
     YouTube-VIS 2019, 1:0.8 for 2021, 1:0.25 for OVIS; VITA's dataset ratio ``[1.0, r]`` for (COCO, video)).
 
-    With p = 1 / (1 + r) the share of image draws, draw i is an image draw iff floor((i + 1) p) > floor(i p). The two kinds interleave evenly, and each source sees
-    consecutive draw numbers of its own (image draw floor(i p), video draw i - floor(i p)), so within a source
-    the epoch permutations of ClipDataset are kept. ``ds[i]`` depends only on the two datasets' seeds and i.
+    With p = 1 / (1 + r) the share of image draws, draw i is an image draw iff floor((i + 1) p) > floor(i p).
+    The two kinds interleave evenly, and each source sees consecutive draw numbers of its own (image draw
+    floor(i p), video draw i - floor(i p)), so within a source the epoch permutations of ClipDataset are kept.
+    ``ds[i]`` depends only on the two datasets' seeds and i.
     """
 
     def __init__(self, videos, images, video_ratio: float):
         ratio = Fraction(video_ratio).limit_denominator(MAX_RATIO_DENOMINATOR)
         if ratio <= 0:
-            raise HVPLError(f"data.coco_ratio (videos per image draw) must be > 0, got {video_ratio}")
+            raise HVPLError(f"data.coco_ratio (r of the image:video sampling ratio 1:r) must be > 0, "
+                            f"got {video_ratio}")
         share = 1 / (1 + ratio)
         self.videos, self.images = videos, images
         self._num, self._den = share.numerator, share.denominator

@@ -6,6 +6,7 @@ method's trainable set (hvpl.continual.growth).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hvpl.engine.predict import load_model_file, rebuild_model
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
 from hvpl.utils.logging import log
+
 
 @dataclass
 class StepPlan:
@@ -114,12 +116,10 @@ def _with_coco(cfg: dict, plan: StepPlan, train_json: Path, videos, seed: int):
     if extra:
         raise HVPLError(f"{path}: categories {extra} are not step {plan.step}'s classes {plan.new_classes}")
     ratio = float(data_cfg.get("coco_ratio", 0.0))
-    if ratio <= 0:
-        raise HVPLError(f"scenario '{cfg['scenario']['name']}': data.use_coco needs data.coco_ratio > 0 "
-                        f"(the video part of the image:video sampling ratio 1:r), got {ratio}")
+    joint = JointClipDataset(videos, images, ratio)   # checks the ratio
     log(f"step {plan.step}: joint training with {len(images)} COCO pseudo-videos ({path.name}), "
         f"image:video sampling 1:{ratio:g}")
-    return JointClipDataset(videos, images, ratio)
+    return joint
 
 
 def load_init_weights(model, path: str) -> None:
@@ -132,9 +132,7 @@ def load_init_weights(model, path: str) -> None:
     own = model.state_dict()
     match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(match, strict=False)
-    parts: dict[str, int] = {}
-    for name in match:
-        parts[name.split(".", 1)[0]] = parts.get(name.split(".", 1)[0], 0) + 1
+    parts = Counter(name.split(".", 1)[0] for name in match)
     unused = sorted({k.split(".", 1)[0] for k in state if k not in match})
     log(f"{path}: initialised {len(match)} of {len(own)} tensors "
         f"({', '.join(f'{k} {n}' for k, n in sorted(parts.items())) or 'none'}); "
