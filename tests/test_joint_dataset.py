@@ -86,13 +86,21 @@ def test_step_dataset_mixes_in_the_coco_pseudo_videos(tiny_split_dir, tmp_path):
     assert image["labels"].numel() >= 1 and int(image["labels"].max()) < len(plan.class_order)
 
 
-def test_without_use_coco_or_a_coco_file_the_step_trains_on_videos(tiny_split_dir, tmp_path):
+def test_without_use_coco_or_a_coco_image_the_step_trains_on_videos(tiny_split_dir, tmp_path):
     split = _split_with_coco(tiny_split_dir, tmp_path / "split")
     no_coco = load_run_config("synth_smoke", "hvpl", None, SMALL)
     assert not isinstance(step_plan.plan_step(no_coco, 0, split / "train_step0.json", None, 0)[1], JointClipDataset)
-    (split / "coco_step0.json").unlink()
+    coco = json.loads((split / "coco_step0.json").read_text())
+    (split / "coco_step0.json").write_text(json.dumps(dict(coco, videos=[], annotations=[])))
     cfg = _cfg("scenario.data.coco_ratio=0.75")
     assert not isinstance(step_plan.plan_step(cfg, 0, split / "train_step0.json", None, 0)[1], JointClipDataset)
+
+
+def test_a_missing_coco_file_is_an_error_naming_it(tiny_split_dir, tmp_path):
+    split = _split_with_coco(tiny_split_dir, tmp_path / "split")
+    (split / "coco_step0.json").unlink()
+    with pytest.raises(HVPLError, match="coco_step0.json: not found"):
+        step_plan.plan_step(_cfg("scenario.data.coco_ratio=0.75"), 0, split / "train_step0.json", None, 0)
 
 
 def test_coco_errors_name_the_file_or_the_key(tiny_split_dir, tmp_path):

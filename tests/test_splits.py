@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hvpl.data.splits import make_scenario_split, stratified_resplit, step_classes
+from hvpl.data.splits import coco_file_names, make_scenario_split, stratified_resplit, step_classes
 from hvpl.utils.errors import HVPLError
 
 # video id -> category ids of its instances (one annotation per entry)
@@ -167,4 +167,6 @@ def test_coco_step_files(tmp_path):
     assert [(a["video_id"], a["category_id"]) for a in step0["annotations"]] == [(5, 1)]
     assert [c["id"] for c in step0["categories"]] == [1, 2]
     assert (out / step0["image_root"]).resolve() == (coco_dir / "train2017").resolve()
-    assert not (out / "coco_step1.json").exists() and (out / "coco_all.json").exists()
+    step1 = load(out / "coco_step1.json")   # none of step 1's classes has a COCO instance here
+    assert step1["videos"] == [] and step1["annotations"] == [] and (out / "coco_all.json").exists()
+    assert sorted(p.name for p in out.glob("coco_*.json")) == sorted(coco_file_names(3))

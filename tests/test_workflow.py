@@ -46,9 +46,10 @@ def snakemake_cmd(*args: str, workdir: Path | None = None) -> list[str]:
     return cmd + list(args)
 
 
-def run_snakemake(*args: str, workdir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_cmd(*args, workdir=workdir), cwd=workdir or REPO, env=snakemake_env(),
-                          capture_output=True, text=True, timeout=timeout)
+def run_snakemake(*args: str, workdir: Path | None = None, timeout: float = 300,
+                  env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_cmd(*args, workdir=workdir), cwd=workdir or REPO,
+                          env={**snakemake_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
 
 
 def write_config(path: Path, **changes) -> Path:
@@ -178,6 +179,42 @@ def test_split_of_a_given_dataset_depends_on_its_files(tmp_path):
     split_block = out.split("rule split_synth_smoke:", 1)[1].split("\nrule ", 1)[0]
     assert f"input: {root / 'train.json'}" in split_block
     assert f"--data-root {root} " in split_block
+
+
+def test_coco_pseudo_video_files_are_split_outputs_and_training_inputs(tmp_path):
+    """With data.use_coco the split declares every coco_step{t}.json + coco_all.json, and each training step
+    depends on its own (a scenario file of its own: data.* cannot be overridden from the workflow config)."""
+    import shutil
+
+    config_dir = tmp_path / "config"
+    shutil.copytree(REPO / "config", config_dir)
+    scenario = yaml.safe_load((config_dir / "scenarios" / "synth_smoke.yaml").read_text())
+    scenario.update(name="synth_coco", data=dict(scenario["data"], use_coco=True, coco_ratio=0.5))
+    (config_dir / "scenarios" / "synth_coco.yaml").write_text(yaml.safe_dump(scenario))
+    cfg = write_config(tmp_path / "coco.yaml", scenarios=["synth_coco"], methods=["hvpl", "joint"])
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path,
+                        env={"HVPL_CONFIG_DIR": str(config_dir)})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    split = out.split("rule split_synth_coco:", 1)[1].split("\nrule ", 1)[0]
+    n = num_steps(scenario)
+    for name in [f"coco_step{t}.json" for t in range(n)] + ["coco_all.json"]:
+        assert f"results/data/synth_coco/{name}" in split
+    trains = [_field(b, "input") for b in _rule_blocks(out, "train")]
+    assert len(trains) == n + 1   # the shared step 0, steps 1.., joint's one step
+    for name in [f"coco_step{t}.json" for t in range(n)] + ["coco_all.json"]:
+        assert sum(f"results/data/synth_coco/{name}" in inputs for inputs in trains) == 1
+    assert all(("coco_all.json" in inputs) == ("train_all.json" in inputs) for inputs in trains)
+
+
+def _rule_blocks(output: str, rule: str) -> list[str]:
+    """The dry-run blocks of the jobs of ``rule``."""
+    return [b for b in re.split(r"\n(?=rule \w+:)", output) if b.startswith(f"rule {rule}:")]
+
+
+def _field(block: str, name: str) -> str:
+    match = re.search(rf"^\s+{name}: (.*)$", block, re.MULTILINE)
+    return match.group(1) if match else ""
 
 
 def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):

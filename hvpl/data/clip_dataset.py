@@ -79,15 +79,16 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
     Item: ``{"images": float (T, 3, H, W) 0..255, "labels": long (N,), "masks": bool (N, T, H, W),
     "present": bool (N, T), "video_id": int, "frame_indices": long (T,)}``. Labels are indices in the class
     order (sibling classes.json, else ``class_order``, else ascending id). ``train=False``: no augmentation,
-    the test resize.
+    the test resize. A JSON without videos is an error unless ``allow_empty`` (then nothing may be drawn).
     """
 
     max_draws = 10  # re-draws (same generator) of a clip in which no instance is visible
 
     def __init__(self, json_path, num_frames: int, frame_range: int, input_cfg: dict, train: bool = True,
-                 seed: int = 0, class_order=None, image_root=None, check_frames: bool = True):
+                 seed: int = 0, class_order=None, image_root=None, check_frames: bool = True,
+                 allow_empty: bool = False):
         super().__init__(json_path, image_root, check_frames)
-        if not self.videos:
+        if not self.videos and not allow_empty:
             raise HVPLError(f"{self.json_path}: no videos")
         if num_frames < 1 or frame_range < 0:
             raise HVPLError(f"{self.json_path}: need num_frames >= 1 and frame_range >= 0")

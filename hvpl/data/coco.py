@@ -57,12 +57,12 @@ def coco_layout(data_root: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=None,
-                 allow_empty: bool = False) -> dict | None:
+                 allow_empty: bool = False) -> dict:
     """COCO instances dict -> YouTube-VIS dict of one-frame videos with dataset category ids.
 
     Video id = COCO image id; ``file_names = [image file_name]``; one annotation per mapped COCO instance
     (``segmentations``/``areas``/``bboxes`` are one-element lists). ``keep_classes`` restricts the dataset ids.
-    No mapped instance at all: HVPLError, or ``None`` with ``allow_empty``.
+    No mapped instance at all: HVPLError, or (``allow_empty``) a dict without videos.
     """
     for key in ("images", "annotations"):
         if key not in coco:
@@ -90,9 +90,7 @@ def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=
         used.add(a["image_id"])
     videos = [{"id": im["id"], "width": im["width"], "height": im["height"], "length": 1,
                "file_names": [im["file_name"]]} for im_id, im in sorted(images.items()) if im_id in used]
-    if not videos:
-        if allow_empty:
-            return None
+    if not videos and not allow_empty:
         raise HVPLError(f"{where}: no COCO instance maps to a '{dataset}' category")
     return {"videos": videos, "annotations": anns, "categories": cats}
 

@@ -7,8 +7,9 @@
 - ``train_step{t}.json``: train videos with annotations of step-t classes only (others dropped);
 - ``test_step{t}.json``: test videos with >= 1 instance of a seen class, GT and categories = seen classes;
 - ``train_all.json``: every class (the joint method's training set);
-- with ``data.use_coco``: ``coco_step{t}.json`` / ``coco_all.json``, COCO single-image pseudo-videos of the
-  same classes (steps whose classes have no COCO counterpart get no file).
+- with ``data.use_coco``: ``coco_step{t}.json`` / ``coco_all.json`` (:func:`coco_file_names`), COCO
+  single-image pseudo-videos of the same classes; every file is written, with no video when none of the step's
+  classes has a COCO instance (the workflow declares them all as outputs).
 """
 from __future__ import annotations
 
@@ -137,24 +138,42 @@ def _step_files(data, order, steps, train_ids, test_ids, out_dir: Path, image_ro
     return {name: dict(obj, image_root=image_root) for name, obj in files.items()}
 
 
+def coco_file_name(step: int, joint: bool = False) -> str:
+    """The COCO pseudo-video file of step ``step`` (``joint``: of the joint method's single step)."""
+    return "coco_all.json" if joint else f"coco_step{step}.json"
+
+
+def coco_file_names(num_steps: int) -> list[str]:
+    """The COCO pseudo-video files the split writes with ``data.use_coco``: one per step, then the joint one."""
+    return [coco_file_name(t) for t in range(num_steps)] + [coco_file_name(0, joint=True)]
+
+
+def coco_annotation_path(dataset_root: Path) -> Path:
+    """COCO's ``instances_train2017.json``, looked up next to the dataset folder, in it, or under
+    $DATASETS_ROOT (the first holding ``coco/annotations``); HVPLError naming the path when absent."""
+    from hvpl.data.coco import coco_layout
+
+    bases = [dataset_root.parent, dataset_root] + ([Path(os.environ["DATASETS_ROOT"])]
+                                                   if os.environ.get("DATASETS_ROOT") else [])
+    base = next((b for b in bases if (b / "coco" / "annotations").is_dir()), bases[0])
+    return coco_layout(base)[0]
+
+
 def _coco_files(scenario: dict, layout, order, steps, out_dir: Path) -> dict[str, dict]:
     """``coco_step{t}.json`` / ``coco_all.json`` (COCO pseudo-videos of the step's classes) when
-    ``data.use_coco`` is set; COCO is looked up next to the dataset folder or under $DATASETS_ROOT."""
-    from hvpl.data.coco import convert_coco, coco_layout
+    ``data.use_coco`` is set; a step none of whose classes has a COCO instance gets a file without videos."""
+    from hvpl.data.coco import coco_layout, convert_coco
 
     if not (scenario.get("data") or {}).get("use_coco"):
         return {}
-    bases = [layout.root.parent, layout.root] + ([Path(os.environ["DATASETS_ROOT"])]
-                                                  if os.environ.get("DATASETS_ROOT") else [])
-    base = next((b for b in bases if (b / "coco" / "annotations").is_dir()), bases[0])
-    ann_path, images = coco_layout(base)
+    ann_path = coco_annotation_path(layout.root)
+    images = coco_layout(ann_path.parent.parent)[1]
     coco = read_json(ann_path)
     root = _rel_image_root(images, out_dir)
-    named = [(f"coco_step{t}.json", new) for t, new in enumerate(steps)] + [("coco_all.json", order)]
-    files = {name: convert_coco(coco, scenario["dataset"], where=str(ann_path), keep_classes=keep, allow_empty=True)
-             for name, keep in named}
-    # a step none of whose classes has a COCO counterpart gets no file
-    return {name: dict(obj, image_root=root) for name, obj in files.items() if obj is not None}
+    names = coco_file_names(len(steps))
+    return {name: dict(convert_coco(coco, scenario["dataset"], where=str(ann_path), keep_classes=keep,
+                                    allow_empty=True), image_root=root)
+            for name, keep in zip(names, [*steps, order])}
 
 
 def _per_class_counts(data: dict, ids: list[int], order: list[int]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hvpl.continual.methods import Method, get_method
+from hvpl.data.splits import coco_file_name
 from hvpl.engine.predict import load_model_file, rebuild_model
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
@@ -94,12 +95,12 @@ def _clip_args(cfg: dict, plan: StepPlan) -> tuple:
 
 def coco_json_for(train_json: Path, step: int, joint: bool) -> Path:
     """The COCO pseudo-video file of a step, written by the split next to its training JSON."""
-    return Path(train_json).parent / ("coco_all.json" if joint else f"coco_step{step}.json")
+    return Path(train_json).parent / coco_file_name(step, joint)
 
 
 def _with_coco(cfg: dict, plan: StepPlan, train_json: Path, videos, seed: int):
     """``videos`` alone, or joined with the step's COCO pseudo-videos sampled image:video = 1 : ``data.coco_ratio``
-    when ``data.use_coco`` is set (a step none of whose classes has a COCO counterpart has no file)."""
+    when ``data.use_coco`` is set (a step none of whose classes has a COCO image trains on videos only)."""
     from hvpl.data.clip_dataset import ClipDataset
     from hvpl.data.joint_dataset import IMAGE_SEED_OFFSET, JointClipDataset
 
@@ -108,10 +109,13 @@ def _with_coco(cfg: dict, plan: StepPlan, train_json: Path, videos, seed: int):
         return videos
     path = coco_json_for(train_json, plan.step, plan.method.joint)
     if not path.is_file():
-        log(f"step {plan.step}: no COCO pseudo-videos ({path} not written by the split): videos only")
-        return videos
+        raise HVPLError(f"{path}: not found; scenario.data.use_coco is set, so `hvpl split` writes it next to "
+                        f"{train_json} (split again with this scenario)")
     images = ClipDataset(path, *_clip_args(cfg, plan), train=True, seed=seed + IMAGE_SEED_OFFSET,
-                         class_order=plan.class_order)
+                         class_order=plan.class_order, allow_empty=True)
+    if len(images) == 0:
+        log(f"step {plan.step}: {path.name} holds no COCO image of this step's classes: videos only")
+        return videos
     extra = sorted({c["id"] for c in images.data["categories"]} - set(plan.new_classes))
     if extra:
         raise HVPLError(f"{path}: categories {extra} are not step {plan.step}'s classes {plan.new_classes}")

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))  # the repository's hvpl package
 
 from hvpl.config import load_run_config, num_steps
 from hvpl.continual.methods import METHODS, get_method
+from hvpl.data.splits import coco_annotation_path, coco_file_name, coco_file_names
 from hvpl.utils.errors import HVPLError
 
 
@@ -150,7 +151,13 @@ def split_files(scenario):
     """Every file `hvpl split` writes for a scenario."""
     d, n = split_dir(scenario), n_steps(scenario)
     steps = [f"{d}/{kind}_step{t}.json" for t in range(n) for kind in ("train", "test")]
-    return [f"{d}/classes.json", f"{d}/split_info.json", f"{d}/train_all.json", *steps]
+    coco = [f"{d}/{name}" for name in coco_file_names(n)] if uses_coco(scenario) else []
+    return [f"{d}/classes.json", f"{d}/split_info.json", f"{d}/train_all.json", *steps, *coco]
+
+
+def uses_coco(scenario):
+    """Whether the scenario trains with COCO pseudo-videos (scenario.data.use_coco)."""
+    return bool((SCENARIOS[scenario].get("data") or {}).get("use_coco"))
 
 
 def run_outputs(scenario, method, seed):
@@ -199,7 +206,13 @@ def split_inputs(scenario):
         layout = resolve_layout(SCENARIOS[scenario]["dataset"], data_root(scenario))
     except HVPLError:
         return []
-    return [str(layout.train_json), *(str(p) for p in layout.split_files or ())]
+    coco = []
+    if uses_coco(scenario):
+        try:
+            coco = [str(coco_annotation_path(layout.root))]
+        except HVPLError:
+            pass   # the split job reports where it looked
+    return [str(layout.train_json), *(str(p) for p in layout.split_files or ()), *coco]
 
 
 def train_inputs(wildcards):
@@ -208,6 +221,8 @@ def train_inputs(wildcards):
     method = method_of(wildcards.method)
     name = "train_all.json" if method.joint else f"train_step{t}.json"
     inputs = {"train_json": f"{split_dir(sc)}/{name}"}
+    if uses_coco(sc):
+        inputs["coco_json"] = f"{split_dir(sc)}/{coco_file_name(t, method.joint)}"
     if t >= 1 and not method.joint:
         inputs["prev_model"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t - 1)}/model_final.pth"
         if method.ogc:
