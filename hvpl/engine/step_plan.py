@@ -6,15 +6,13 @@ method's trainable set (hvpl.continual.growth).
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from hvpl.continual.methods import Method, get_method
 from hvpl.data.splits import coco_file_name
-from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.engine.init_weights import load_init_weights
+from hvpl.engine.predict import rebuild_model
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
 from hvpl.utils.logging import log
@@ -126,26 +124,6 @@ def _with_coco(cfg: dict, plan: StepPlan, train_json: Path, videos, seed: int):
     return joint
 
 
-def load_init_weights(model, path: str) -> None:
-    """Copy every tensor of a weights file whose name and shape match (e.g. a VITA-COCO model)."""
-    ckpt = load_model_file(path) if str(path).endswith("model_final.pth") else torch.load(
-        path, map_location="cpu", weights_only=False)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise HVPLError(f"{path}: train.init_weights must be a state dict or a dict with a 'model' entry")
-    own = model.state_dict()
-    match = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    model.load_state_dict(match, strict=False)
-    parts = Counter(name.split(".", 1)[0] for name in match)
-    unused = sorted({k.split(".", 1)[0] for k in state if k not in match})
-    log(f"{path}: initialised {len(match)} of {len(own)} tensors "
-        f"({', '.join(f'{k} {n}' for k, n in sorted(parts.items())) or 'none'}); "
-        f"{len(state) - len(match)} tensors of the file unused (prefixes: {', '.join(unused) or '-'})")
-    if set(parts) <= {"backbone"}:
-        log(f"warning: {path}: only backbone tensors matched; heads named differently (e.g. a VITA checkpoint's "
-            "sem_seg_head.* / vita_module.*) are not mapped onto this model's modules")
-
-
 def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):
     """The model step ``plan.step`` trains, on CPU, trainable set applied."""
     from hvpl.continual.growth import grow_for_step, set_trainable
@@ -161,13 +139,3 @@ def build_step_model(cfg: dict, plan: StepPlan, prev: dict | None):
         grow_for_step(model, plan.method, plan.classes_per_task[-1])
     set_trainable(model, plan.method, plan.step)
     return model
-
-
-def describe_init(cfg: dict) -> str:
-    """Where the run's step-0 weights came from (summary.csv's ``init_weights``): a full-model file, an
-    ImageNet backbone file, or ``scratch``."""
-    model_file = cfg["scenario"]["train"].get("init_weights")
-    backbone_file = cfg["model"].get("backbone", {}).get("weights")
-    if model_file:
-        return f"model:{model_file}"
-    return f"backbone:{backbone_file}" if backbone_file else "scratch"

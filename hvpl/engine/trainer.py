@@ -32,7 +32,8 @@ from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_su
                                      local_draws, unwrap, wrap_model)
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.predict import load_model_file
-from hvpl.engine.step_plan import StepPlan, build_step_model, describe_init, plan_step
+from hvpl.engine.init_weights import describe_init
+from hvpl.engine.step_plan import StepPlan, build_step_model, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress

@@ -191,9 +191,10 @@ def torchvision_to_detectron2(name: str) -> str | None:
     return f"stem.conv1.norm.{m.group(1)}" if m else None
 
 
-def _read_weight_file(path: Path) -> dict:
+def read_weight_file(path: Path, what: str = "backbone weights") -> object:
+    """A detectron2 ``.pkl`` pickle or a ``torch.save`` file, as stored; HVPLError naming ``path`` if unreadable."""
     if not path.is_file():
-        raise HVPLError(f"{path}: backbone weights file not found")
+        raise HVPLError(f"{path}: {what} file not found")
     try:
         if path.suffix == ".pkl":
             with open(path, "rb") as f:
@@ -201,11 +202,12 @@ def _read_weight_file(path: Path) -> dict:
         else:
             data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        raise HVPLError(f"{path}: cannot read backbone weights ({exc})") from exc
+        raise HVPLError(f"{path}: cannot read {what} ({exc})") from exc
     return data
 
 
-def _to_tensor(value, path: Path, key: str) -> torch.Tensor:
+def weight_tensor(value, path: Path, key: str) -> torch.Tensor:
+    """A stored array (torch tensor or numpy array) as a CPU tensor; HVPLError naming the entry otherwise."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
@@ -229,7 +231,7 @@ def load_backbone_weights(backbone: nn.Module, path) -> dict:
     Returns {"format", "loaded": int, "missing": [names], "unexpected": [names]}; prints a summary.
     """
     path = Path(path)
-    data = _read_weight_file(path)
+    data = read_weight_file(path)
     author = data.get("__author__") if isinstance(data, dict) else None
     for wrapper in ("model", "state_dict"):
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
@@ -252,7 +254,7 @@ def load_backbone_weights(backbone: nn.Module, path) -> dict:
         if key not in own:
             unexpected.append(key)
             continue
-        tensor = _to_tensor(value, path, key)
+        tensor = weight_tensor(value, path, key)
         if tuple(tensor.shape) != tuple(own[key].shape):
             raise HVPLError(f"{path}: entry {key!r} has shape {tuple(tensor.shape)}, "
                             f"the model expects {tuple(own[key].shape)}")

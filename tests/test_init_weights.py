@@ -1,0 +1,168 @@
+"""hvpl.engine.init_weights: a step-0 model initialised from our own weights file or a detectron2 VITA one."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hvpl.config import load_run_config
+from hvpl.engine.init_weights import load_init_weights, vita_to_hvpl_name
+from hvpl.model.hvpl import HVPLModel
+from hvpl.utils.errors import HVPLError
+
+
+def _model(seed: int, model: str | None = None) -> HVPLModel:
+    torch.manual_seed(seed)
+    cfg = load_run_config("synth_smoke", "hvpl", model, [])
+    return HVPLModel(cfg["model"], "hvpl", 2, [2])
+
+
+def vita_names(cfg: dict) -> dict[str, str]:
+    """{detectron2 VITA-COCO name: our name} of every tensor the two share, written out by hand from the
+    VITA / Mask2Former module definitions (meta-arch prefixes sem_seg_head.pixel_decoder, .predictor, vita_module)
+    for the sizes of ``cfg`` (a model config)."""
+    pd, fd, vd = "sem_seg_head.pixel_decoder", "sem_seg_head.predictor", "vita_module"
+    table = {f"{pd}.transformer.level_embed": "pixel_decoder.level_embed"}
+    for i in range(3):
+        for j in (0, 1):
+            for p in ("weight", "bias"):
+                table[f"{pd}.input_proj.{i}.{j}.{p}"] = f"pixel_decoder.input_proj.{i}.{j}.{p}"
+    for i in range(cfg["pixel_decoder"]["num_layers"]):
+        for sub in ("self_attn.sampling_offsets", "self_attn.attention_weights", "self_attn.value_proj",
+                    "self_attn.output_proj", "norm1", "linear1", "linear2", "norm2"):
+            for p in ("weight", "bias"):
+                table[f"{pd}.transformer.encoder.layers.{i}.{sub}.{p}"] = f"pixel_decoder.layers.{i}.{sub}.{p}"
+    table.update({f"{pd}.adapter_1.weight": "pixel_decoder.lateral_conv.0.weight",
+                  f"{pd}.adapter_1.norm.weight": "pixel_decoder.lateral_conv.1.weight",
+                  f"{pd}.adapter_1.norm.bias": "pixel_decoder.lateral_conv.1.bias",
+                  f"{pd}.layer_1.weight": "pixel_decoder.output_conv.0.weight",
+                  f"{pd}.layer_1.norm.weight": "pixel_decoder.output_conv.1.weight",
+                  f"{pd}.layer_1.norm.bias": "pixel_decoder.output_conv.1.bias",
+                  f"{pd}.mask_features.weight": "pixel_decoder.mask_features.weight",
+                  f"{pd}.mask_features.bias": "pixel_decoder.mask_features.bias",
+                  f"{fd}.level_embed.weight": "frame_decoder.level_embed.weight",
+                  f"{vd}.vita_mask_features.weight": "video_decoder.mask_features.weight",
+                  f"{vd}.vita_mask_features.bias": "video_decoder.mask_features.bias"})
+    for prefix, ours, layers in ((fd, "frame_decoder", cfg["frame_decoder"]["num_layers"]),
+                                 (vd, "video_decoder", cfg["video_decoder"]["dec_layers"])):
+        for i in range(layers):
+            for theirs, mine in ((f"transformer_cross_attention_layers.{i}.multihead_attn", f"cross_layers.{i}.attn"),
+                                 (f"transformer_self_attention_layers.{i}.self_attn", f"self_layers.{i}.attn")):
+                for p in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"):
+                    table[f"{prefix}.{theirs}.{p}"] = f"{ours}.{mine}.{p}"
+            for sub in ("transformer_cross_attention_layers", "transformer_self_attention_layers"):
+                short = "cross_layers" if "cross" in sub else "self_layers"
+                for p in ("weight", "bias"):
+                    table[f"{prefix}.{sub}.{i}.norm.{p}"] = f"{ours}.{short}.{i}.norm.{p}"
+            for sub in ("linear1", "linear2", "norm"):
+                for p in ("weight", "bias"):
+                    table[f"{prefix}.transformer_ffn_layers.{i}.{sub}.{p}"] = f"{ours}.ffn_layers.{i}.{sub}.{p}"
+        for p in ("weight", "bias"):
+            table[f"{prefix}.decoder_norm.{p}"] = f"{ours}.decoder_norm.{p}"
+            for j in range(cfg["frame_decoder"]["mask_mlp_layers"]):
+                table[f"{prefix}.mask_embed.layers.{j}.{p}"] = f"{ours}.mask_embed.layers.{j}.{p}"
+        for emb in ("query_feat", "query_embed"):
+            table[f"{prefix}.{emb}.weight"] = f"{ours}.{emb}.weight"
+    table[f"{vd}.fq_pos.weight"] = "video_decoder.fq_pos.weight"
+    for p in ("weight", "bias"):
+        table[f"{vd}.input_proj_dec.{p}"] = f"video_decoder.input_proj.{p}"
+        for sim in ("sim_embed_frame", "sim_embed_clip"):
+            table[f"{vd}.{sim}.{p}"] = f"video_decoder.{sim}.{p}"
+    return table
+
+
+# VITA-COCO tensors HVPL does not take over: class heads (replaced by incremental classifiers), the window
+# attention object encoder (replaced by the tree scan), the criteria's buffers
+VITA_UNUSED = {"sem_seg_head.predictor.class_embed.weight": (81, None), "vita_module.class_embed.bias": (81,),
+               "vita_module.enc_self_attn.0.self_attn.in_proj_weight": (None, None),
+               "vita_module.enc_ffn.0.linear1.weight": (None, None), "criterion.empty_weight": (81,)}
+
+
+def _vita_file(src: HVPLModel, cfg: dict) -> dict:
+    own = src.state_dict()
+    state = {theirs: own[ours].clone() for theirs, ours in vita_names(cfg).items()}
+    state.update({k: own[k].clone() for k in own if k.startswith("backbone.")})
+    dim = cfg["hidden_dim"]
+    for name, shape in VITA_UNUSED.items():
+        state[name] = torch.randn(*(dim if s is None else s for s in shape))
+    return {"model": state, "__author__": "detectron2-like"}
+
+
+def test_every_vita_name_maps_onto_ours():
+    cfg = load_run_config("synth_smoke", "hvpl", None, [])["model"]
+    for theirs, ours in vita_names(cfg).items():
+        assert vita_to_hvpl_name(theirs) == ours, theirs
+    assert vita_to_hvpl_name("backbone.res2.0.conv1.norm.running_var") == "backbone.res2.0.conv1.norm.running_var"
+    assert vita_to_hvpl_name("vita_module.enc_self_attn.0.norm.weight") == "video_decoder.enc_self_attn.0.norm.weight"
+
+
+def test_vita_file_initialises_everything_but_hvpl_own_parts(tmp_path, capsys):
+    cfg = load_run_config("synth_smoke", "hvpl", None, [])["model"]
+    src, dst = _model(0), _model(1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    torch.save(_vita_file(src, cfg), tmp_path / "vita_coco.pth")
+    report = load_init_weights(dst, str(tmp_path / "vita_coco.pth"))
+    mapped = set(vita_names(cfg).values()) | {k for k in before if k.startswith("backbone.")}
+    after, source = dst.state_dict(), src.state_dict()
+    assert report["format"] == "detectron2-vita" and report["loaded"] == len(mapped)
+    assert sorted(report["unused"]) == sorted(VITA_UNUSED)
+    for key in after:
+        if key in mapped:
+            assert torch.equal(after[key], source[key]), key
+        else:   # HVPL's own parts: tree-scan context encoder, incremental classifiers, prompts
+            assert key.startswith(("video_decoder.context_encoder.", "frame_classifier.", "video_classifier.",
+                                   "frame_decoder.prompts.", "video_decoder.prompts.")), key
+            assert torch.equal(after[key], before[key]), key
+    err = capsys.readouterr().err
+    assert "detectron2 VITA/Mask2Former names" in err and "vita_module.enc_self_attn 1" in err
+    assert "warning" not in err
+
+
+def test_vita_names_cover_the_paper_model(tmp_path):
+    """At the paper's sizes every VITA-COCO tensor HVPL takes over lands on a tensor of ours of its shape, and
+    the ResNet takes VITA's stride placement (3x3 conv)."""
+    cfg = load_run_config("ytvis2019_20-5", "hvpl", "paper_r50", [])["model"]
+    model = HVPLModel(cfg, "hvpl", 10, [20])
+    own = model.state_dict()
+    table = vita_names(cfg)
+    assert all(vita_to_hvpl_name(k) in own for k in table)
+    shared = {k for k in own if not k.startswith(("backbone.", "video_decoder.context_encoder.",
+                                                  "frame_classifier.", "video_classifier."))}
+    assert shared == set(table.values())
+    block = model.backbone.res3[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)   # detectron2's MSRA default
+    state = {k: v for k, v in own.items() if k.startswith("backbone.res3.")}
+    state["vita_module.fq_pos.weight"] = own["video_decoder.fq_pos.weight"]
+    torch.save({"model": state}, tmp_path / "vita.pth")
+    assert load_init_weights(model, str(tmp_path / "vita.pth"))["loaded"] == len(state)
+    assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
+
+
+def test_own_weights_file_copies_every_tensor(tmp_path, capsys):
+    src, dst = _model(0), _model(1)
+    torch.save({"model": src.state_dict()}, tmp_path / "w.pth")
+    report = load_init_weights(dst, str(tmp_path / "w.pth"))
+    assert report["format"] == "hvpl" and report["unused"] == []
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    err = capsys.readouterr().err
+    assert "initialised" in err and "warning" not in err
+
+
+def test_foreign_head_names_load_the_backbone_and_warn(tmp_path, capsys):
+    src, dst = _model(0), _model(1)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    renamed = {(k if k.startswith("backbone.") else f"head.{k}"): v for k, v in src.state_dict().items()}
+    torch.save(renamed, tmp_path / "other.pth")
+    load_init_weights(dst, str(tmp_path / "other.pth"))
+    after = dst.state_dict()
+    assert all(torch.equal(after[k], src.state_dict()[k]) for k in after if k.startswith("backbone."))
+    assert all(torch.equal(after[k], before[k]) for k in after if not k.startswith("backbone."))
+    assert "only backbone tensors matched" in capsys.readouterr().err
+
+
+def test_unreadable_or_malformed_file_names_it(tmp_path):
+    (tmp_path / "bad.pth").write_text("not a checkpoint")
+    with pytest.raises(HVPLError, match="bad.pth: cannot read train.init_weights"):
+        load_init_weights(_model(0), str(tmp_path / "bad.pth"))
+    torch.save({"model": {"backbone.x": "text"}}, tmp_path / "odd.pth")
+    with pytest.raises(HVPLError, match="odd.pth: entry 'backbone.x'"):
+        load_init_weights(_model(0), str(tmp_path / "odd.pth"))
