@@ -80,6 +80,10 @@ def _group(name: str) -> str:
     return ".".join(parts[:3] if parts[0] == "sem_seg_head" else parts[:2])
 
 
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(counter.items()))
+
+
 def load_init_weights(model, path: str) -> dict:
     """Copy every tensor of ``path`` whose name (ours or detectron2 VITA's, renamed) and shape match into
     ``model``. Returns {"format", "loaded", "unused": [file names]}; logs the counts per module."""
@@ -100,9 +104,8 @@ def load_init_weights(model, path: str) -> dict:
     parts = Counter(name.split(".", 1)[0] for name in match)
     groups = Counter(_group(k) for k in unused)
     naming = "detectron2 VITA/Mask2Former names" if vita else "this model's names"
-    log(f"{path} ({naming}): initialised {len(match)} of {len(own)} tensors "
-        f"({', '.join(f'{k} {n}' for k, n in sorted(parts.items())) or 'none'}); "
-        f"{len(unused)} tensors of the file unused ({', '.join(f'{k} {n}' for k, n in sorted(groups.items())) or '-'})")
+    log(f"{path} ({naming}): initialised {len(match)} of {len(own)} tensors ({_counts(parts) or 'none'}); "
+        f"{len(unused)} tensors of the file unused ({_counts(groups) or '-'})")
     if set(parts) <= {"backbone"}:
         log(f"warning: {path}: only backbone tensors matched; the file names its heads neither as this model "
             "nor as detectron2's VITA/Mask2Former")
@@ -117,4 +120,3 @@ def describe_init(cfg: dict) -> str:
     if model_file:
         return f"model:{model_file}"
     return f"backbone:{backbone_file}" if backbone_file else "scratch"
-
