@@ -166,3 +166,20 @@ def test_unreadable_or_malformed_file_names_it(tmp_path):
     torch.save({"model": {"backbone.x": "text"}}, tmp_path / "odd.pth")
     with pytest.raises(HVPLError, match="odd.pth: entry 'backbone.x'"):
         load_init_weights(_model(0), str(tmp_path / "odd.pth"))
+
+
+def test_step0_model_starts_from_the_configured_file(tiny_split_dir, tmp_path):
+    """scenario.train.init_weights reaches the step-0 model build (and only step 0's), and is described."""
+    from hvpl.engine.init_weights import describe_init
+    from hvpl.engine.step_plan import build_step_model, plan_step
+
+    model_cfg = load_run_config("synth_smoke", "hvpl", None, [])["model"]
+    src = _model(0)
+    torch.save(_vita_file(src, model_cfg), tmp_path / "vita.pth")
+    cfg = load_run_config("synth_smoke", "hvpl", None, [f"scenario.train.init_weights={tmp_path / 'vita.pth'}"])
+    plan, _ = plan_step(cfg, 0, tiny_split_dir / "train_step0.json", None, 0)
+    model = build_step_model(cfg, plan, None)
+    own, source = model.state_dict(), src.state_dict()
+    for name in vita_names(model_cfg).values():
+        assert torch.equal(own[name], source[name]), name
+    assert describe_init(cfg) == f"model:{tmp_path / 'vita.pth'}"
