@@ -308,6 +308,21 @@ def test_smoke_run_writes_the_summary(smoke_run):
 
 
 @pytest.mark.slow
+def test_report_holds_the_summary_and_plots(smoke_run, tmp_path):
+    """`snakemake --report report.zip` (pipeline.md) after a run: the summary table and every plot are in it."""
+    import zipfile
+
+    workdir, _ = smoke_run
+    report = tmp_path / "report.zip"
+    res = run_snakemake("--report", str(report), "--configfile", str(SMOKE), workdir=workdir)
+    assert res.returncode == 0, res.stderr
+    names = zipfile.ZipFile(report).namelist()
+    assert any(n.endswith("summary.csv") for n in names), names
+    plots = {p.name for p in (workdir / "results" / "plots").glob("*.png")}
+    assert plots and plots <= {Path(n).name for n in names}
+
+
+@pytest.mark.slow
 def test_rerun_after_completion_starts_no_job(smoke_run):
     workdir, _ = smoke_run
     models = {p: (p.stat().st_mtime_ns, file_digest(p)) for p in (workdir / "results").rglob("model_final.pth")}
