@@ -147,6 +147,19 @@ def test_own_weights_file_copies_every_tensor(tmp_path, capsys):
     assert "initialised" in err and "warning" not in err
 
 
+def test_shape_mismatches_are_skipped_with_a_warning(tmp_path, capsys):
+    src, dst = _model(0), _model(1)
+    state = src.state_dict()
+    state["frame_decoder.query_feat.weight"] = torch.zeros(99, state["frame_decoder.query_feat.weight"].shape[1])
+    torch.save(state, tmp_path / "other_size.pth")
+    before = dst.state_dict()["frame_decoder.query_feat.weight"].clone()
+    report = load_init_weights(dst, str(tmp_path / "other_size.pth"))
+    assert report["unused"] == ["frame_decoder.query_feat.weight"]
+    assert torch.equal(dst.state_dict()["frame_decoder.query_feat.weight"], before)
+    err = capsys.readouterr().err
+    assert "1 tensors named as this model's have another shape" in err and "frame_decoder.query_feat.weight (99," in err
+
+
 def test_foreign_head_names_load_the_backbone_and_warn(tmp_path, capsys):
     src, dst = _model(0), _model(1)
     before = {k: v.clone() for k, v in dst.state_dict().items()}

@@ -86,17 +86,20 @@ def _counts(counter: Counter) -> str:
 
 def load_init_weights(model, path: str) -> dict:
     """Copy every tensor of ``path`` whose name (ours or detectron2 VITA's, renamed) and shape match into
-    ``model``. Returns {"format", "loaded", "unused": [file names]}; logs the counts per module."""
+    ``model``. Returns {"format", "loaded", "unused": [file names]}; logs the counts per module and warns about
+    tensors whose name matches but whose shape does not."""
     state = _read_state(path)
     vita = any(k.startswith(DETECTRON2_HEADS) for k in state)
     own = model.state_dict()
-    match, unused = {}, []
+    match, unused, mismatched = {}, [], []
     for key, value in state.items():
         name = vita_to_hvpl_name(key) if vita else key
         if name in own and tuple(value.shape) == tuple(own[name].shape):
             match[name] = value.to(own[name].dtype)
         else:
             unused.append(key)
+            if name in own:
+                mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[name].shape)}")
     if vita and any(k.startswith("backbone.") for k in match) and hasattr(model.backbone, "set_stride_in_1x1"):
         model.backbone.set_stride_in_1x1(False)
         log(f"{path}: ResNet stride moved into the 3x3 conv (VITA/Mask2Former's STRIDE_IN_1X1: False)")
@@ -106,6 +109,9 @@ def load_init_weights(model, path: str) -> dict:
     naming = "detectron2 VITA/Mask2Former names" if vita else "this model's names"
     log(f"{path} ({naming}): initialised {len(match)} of {len(own)} tensors ({_counts(parts) or 'none'}); "
         f"{len(unused)} tensors of the file unused ({_counts(groups) or '-'})")
+    if mismatched:
+        log(f"warning: {path}: {len(mismatched)} tensors named as this model's have another shape (a different "
+            f"model size?), e.g. {'; '.join(mismatched[:3])}")
     if set(parts) <= {"backbone"}:
         log(f"warning: {path}: only backbone tensors matched; the file names its heads neither as this model "
             "nor as detectron2's VITA/Mask2Former")
