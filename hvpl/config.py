@@ -55,16 +55,60 @@ REQUIRED_SCENARIO_KEYS = ("name", "dataset", "num_classes", "base", "increment",
                           "logit_deltas", "detections_per_video", "train", "input", "split", "data")
 
 
+# Scenario values checked after loading and after --set: dotted key -> (kind, bound). Kinds: "int" integer >= bound,
+# "num" number >= bound, "pos" number > 0, "pos?" null or number > 0, "frac" number in (0, 1]. Absent keys pass.
+SCENARIO_VALUE_RULES = {
+    "num_classes": ("int", 1), "base": ("int", 1), "increment": ("int", 1), "prompts_per_task": ("int", 1),
+    "detections_per_video": ("int", 1), "train.step0_iters": ("int", 1), "train.inc_iters": ("int", 1),
+    "train.step0_lr_drop": ("int", 0), "train.lr": ("pos", None), "train.weight_decay": ("num", 0),
+    "train.backbone_lr_mult": ("num", 0), "train.clip_grad": ("pos?", None), "train.batch_size": ("int", 1),
+    "train.frames_step0": ("int", 1), "train.frames_inc": ("int", 1), "train.frame_range": ("int", 0),
+    "train.ogc_threshold": ("frac", None), "train.ogc_samples": ("int", 1), "train.checkpoint_period": ("int", 0),
+    "train.log_period": ("int", 1),
+}
+_KIND_TEXT = {"int": "an integer >= {}", "num": "a number >= {}", "pos": "a number > 0",
+              "pos?": "null or a number > 0", "frac": "a number in (0, 1]"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_ok(value: Any, kind: str, bound) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= bound
+    if kind == "pos?" and value is None:
+        return True
+    if not _is_number(value):
+        return False
+    return {"num": lambda: value >= bound, "pos": lambda: value > 0, "pos?": lambda: value > 0,
+            "frac": lambda: 0 < value <= 1}[kind]()
+
+
+def check_scenario(scenario: dict, where: str) -> None:
+    """Required keys, value kinds/ranges (SCENARIO_VALUE_RULES), numeric logit_deltas and B-I consistency;
+    HVPLError naming ``where`` and the key."""
+    missing = [k for k in REQUIRED_SCENARIO_KEYS if k not in scenario]
+    if missing:
+        raise HVPLError(f"{where}: missing keys {missing}")
+    for dotted, (kind, bound) in SCENARIO_VALUE_RULES.items():
+        section, _, key = dotted.rpartition(".")
+        node = scenario.get(section) if section else scenario
+        if isinstance(node, dict) and key in node and not _value_ok(node[key], kind, bound):
+            raise HVPLError(f"{where}: {dotted} = {node[key]!r}: expected {_KIND_TEXT[kind].format(bound)}")
+    deltas = scenario["logit_deltas"]
+    if not isinstance(deltas, list) or not all(_is_number(d) for d in deltas):
+        raise HVPLError(f"{where}: logit_deltas = {deltas!r}: expected a list of numbers")
+    rest = scenario["num_classes"] - scenario["base"]
+    if rest < 0 or rest % scenario["increment"]:
+        raise HVPLError(f"{where}: num_classes - base must be a non-negative multiple of increment "
+                        f"(got K={scenario['num_classes']}, B={scenario['base']}, I={scenario['increment']})")
+
+
 def load_scenario(name_or_path: str) -> dict:
     path = _resolve(name_or_path, "scenarios")
     scenario = load_yaml(path)
-    missing = [k for k in REQUIRED_SCENARIO_KEYS if k not in scenario]
-    if missing:
-        raise HVPLError(f"{path}: missing keys {missing}")
-    rest = scenario["num_classes"] - scenario["base"]
-    if scenario["base"] <= 0 or scenario["increment"] <= 0 or rest < 0 or rest % scenario["increment"]:
-        raise HVPLError(f"{path}: num_classes - base must be a non-negative multiple of increment "
-                        f"(got K={scenario['num_classes']}, B={scenario['base']}, I={scenario['increment']})")
+    check_scenario(scenario, str(path))
     return scenario
 
 
@@ -81,7 +125,31 @@ def set_by_path(cfg: dict, dotted: str, value: Any) -> None:
         node = node[key]
     if keys[-1] not in node:
         raise HVPLError(f"--set {dotted}: unknown key '{keys[-1]}'")
+    current = node[keys[-1]]
+    if not _same_kind(current, value):
+        raise HVPLError(f"--set {dotted}={value!r}: expected {_kind_name(current)} like the current value "
+                        f"{current!r}")
     node[keys[-1]] = value
+
+
+def _kind_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if _is_number(value):
+        return "an integer" if isinstance(value, int) else "a number"
+    return {str: "a string", list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    """Whether ``value`` may replace ``current``: null either way (optional keys), else the same YAML kind (an
+    integer where a float is)."""
+    if current is None or value is None:
+        return True
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, float):
+        return _is_number(value)
+    return type(value) is type(current)
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
@@ -102,7 +170,10 @@ def load_run_config(scenario: str, method: str = "hvpl", model: str | None = Non
     get_method(method)
     sc = load_scenario(scenario)
     cfg = {"scenario": sc, "model": load_model_config(model or sc["model"]), "method": method}
-    return apply_overrides(cfg, overrides)
+    cfg = apply_overrides(cfg, overrides)
+    if overrides:
+        check_scenario(cfg["scenario"], f"scenario '{sc['name']}' with --set")
+    return cfg
 
 
 def num_steps(scenario: dict) -> int:

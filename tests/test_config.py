@@ -1,0 +1,79 @@
+"""hvpl.config: scenario/model files, --set overrides with kind checks, value ranges of a scenario."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from hvpl.config import config_dir, load_run_config, load_scenario
+from hvpl.utils.errors import HVPLError
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "scenarios").glob("*.yaml")))
+def test_every_shipped_scenario_passes_the_checks(name):
+    assert load_run_config(name)["scenario"]["name"] == name
+
+
+def test_overrides_keep_the_kind_of_the_value():
+    cfg = load_run_config("synth_smoke", "hvpl", None, [
+        "scenario.train.lr=1",                      # an integer where a float is
+        "scenario.train.init_weights=/w.pth",       # null -> a string (optional keys)
+        "scenario.train.clip_grad=null",            # a value -> null
+        "scenario.logit_deltas=[0.1, -0.2]",
+        "model.loss.num_points=64"])
+    assert cfg["scenario"]["train"]["lr"] == 1 and cfg["scenario"]["train"]["init_weights"] == "/w.pth"
+    assert cfg["scenario"]["train"]["clip_grad"] is None and cfg["model"]["loss"]["num_points"] == 64
+
+
+@pytest.mark.parametrize("item, message", [
+    ("scenario.train.lr=abc", "expected a number"),
+    ("scenario.train.step0_iters=abc", "expected an integer"),
+    ("scenario.train.step0_iters=2.5", "expected an integer"),
+    ("scenario.base=abc", "expected an integer"),
+    ("scenario.data.use_coco=1", "expected true/false"),
+    ("scenario.input.min_size_train=64", "expected a list"),
+    ("scenario.train=3", "expected a mapping"),
+    ("scenario.train.inc_iter=3", "unknown key 'inc_iter'"),
+    ("scenario.train.lr", "expected KEY=VALUE"),
+])
+def test_overrides_of_another_kind_or_unknown_keys_are_errors(item, message):
+    with pytest.raises(HVPLError, match=message) as exc:
+        load_run_config("synth_smoke", "hvpl", None, [item])
+    assert item.split("=")[0] in str(exc.value)
+
+
+@pytest.mark.parametrize("item, key", [
+    ("scenario.train.step0_iters=-5", "train.step0_iters"),
+    ("scenario.train.inc_iters=0", "train.inc_iters"),
+    ("scenario.train.batch_size=0", "train.batch_size"),
+    ("scenario.train.lr=0", "train.lr"),
+    ("scenario.train.weight_decay=-0.1", "train.weight_decay"),
+    ("scenario.train.ogc_threshold=1.5", "train.ogc_threshold"),
+    ("scenario.train.clip_grad=0", "train.clip_grad"),
+    ("scenario.prompts_per_task=0", "prompts_per_task"),
+    ("scenario.detections_per_video=0", "detections_per_video"),
+    ("scenario.logit_deltas=[0.4, abc]", "logit_deltas"),
+    ("scenario.base=5", "multiple of increment"),
+])
+def test_values_out_of_range_are_errors_naming_the_key(item, key):
+    with pytest.raises(HVPLError, match=key) as exc:
+        load_run_config("synth_smoke", "hvpl", None, [item])
+    assert "synth_smoke" in str(exc.value)
+
+
+def test_a_scenario_file_out_of_range_names_the_file(tmp_path):
+    scenario = yaml.safe_load((config_dir() / "scenarios" / "synth_smoke.yaml").read_text())
+    scenario["train"]["frames_inc"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    with pytest.raises(HVPLError, match=f"{path}: train.frames_inc = 0: expected an integer >= 1"):
+        load_scenario(str(path))
+
+
+def test_cli_reports_a_bad_override_in_one_line():
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "params", "--scenario", "synth_smoke", "--step", "0",
+                          "--set", "scenario.train.lr=abc"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: --set scenario.train.lr='abc'")
