@@ -68,7 +68,9 @@ def cmd_forgetting(args):
 def cmd_summarize(args):
     from hvpl.evaluation.summary import summarize
 
-    summarize(Path(args.results_dir), Path(args.out), Path(args.plots_dir), runs=args.runs)
+    results = Path(args.results_dir)
+    summarize(results, Path(args.out or results / "summary.csv"), Path(args.plots_dir or results / "plots"),
+              runs=args.runs)
 
 
 def cmd_params(args):
@@ -136,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summarize", help="results/summary.csv and plots from every run")
     p.add_argument("--results-dir", default="results")
-    p.add_argument("--out", default="results/summary.csv")
-    p.add_argument("--plots-dir", default="results/plots")
+    p.add_argument("--out", default=None, help="default: RESULTS_DIR/summary.csv")
+    p.add_argument("--plots-dir", default=None, help="default: RESULTS_DIR/plots")
     p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
     p.set_defaults(func=cmd_summarize)
 

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from hvpl.evaluation.summary import COLUMNS, summarize
+from hvpl.utils.errors import HVPLError
 
 STEPS = [[1, 2, 3, 4], [5, 6], [7, 8]]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -127,3 +130,23 @@ def test_explicit_runs_and_missing_files(tmp_path):
     assert df["FAP"].isna().all()
     assert pd.isna(df.loc[df.step == 1, "trainable_params"].iloc[0])
     assert df.loc[df.step == 2, "trainable_params"].iloc[0] == 3000
+
+
+def test_no_results_or_no_run_is_an_error_and_writes_nothing(tmp_path):
+    with pytest.raises(HVPLError, match="does not exist"):
+        summarize(tmp_path / "missing", tmp_path / "s.csv", tmp_path / "p")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HVPLError, match="no run under"):
+        summarize(tmp_path / "empty", tmp_path / "s.csv", tmp_path / "p")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_cli_writes_next_to_the_results_dir_by_default(tmp_path):
+    results = fake_results(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "summarize", "--results-dir", str(results)],
+                         cwd=elsewhere, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert (results / "summary.csv").is_file() and list((results / "plots").glob("*.png"))
+    assert list(elsewhere.iterdir()) == []

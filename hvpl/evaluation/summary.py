@@ -157,7 +157,12 @@ def summarize(results_dir: Path, out_csv: Path, plots_dir: Path, runs: list | No
     from hvpl.evaluation.plots import make_plots
 
     results_dir, out_csv = Path(results_dir), Path(out_csv)
+    if not results_dir.is_dir():
+        raise HVPLError(f"summarize: results folder {results_dir} does not exist")
     run_dirs = find_runs(results_dir) if not runs else [Path(r) for r in runs]
+    if not run_dirs:
+        raise HVPLError(f"summarize: no run under {results_dir} (runs are {results_dir}/<scenario>/<method>/seed<N>/"
+                        "step<t>/metrics.json)")
     cache: dict = {}
     rows, class_rows = [], []
     for run in run_dirs:
