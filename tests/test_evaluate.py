@@ -69,7 +69,7 @@ def test_per_task_old_new(tmp_path):
     results = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": seg(0)},
                {"video_id": 2, "category_id": 3, "score": 0.8, "segmentations": seg(6)},
                {"video_id": 3, "category_id": 1, "score": 0.95, "segmentations": seg(0)}]
-    classes = {"steps": [[1, 2], [3], [4]], "class_order": [1, 2, 3, 4]}
+    classes = {"steps": [[1, 2], [3, 4], [5]], "class_order": [1, 2, 3, 4, 5]}
     m = evaluate_files(write(tmp_path, "gt.json", gt), write(tmp_path, "res.json", results), tmp_path / "m.json",
                        classes_path=write(tmp_path, "classes.json", classes), step=1)
     # per class (videos containing the class only): the cat-1 false positive sits in video 3 -> not counted
@@ -81,14 +81,24 @@ def test_per_task_old_new(tmp_path):
     assert m["stats"]["AP"] == pytest.approx(0.375)
     # task 0 = cats 1, 2 on videos 1, 2: (1 + 0) / 2
     assert m["per_task"]["0"]["AP"] == pytest.approx(0.5)
-    assert m["per_task"]["1"]["AP"] == pytest.approx(1.0)
+    # task 1 = cats 3, 4 on videos 2, 3: (1 + 0) / 2
+    assert m["per_task"]["1"]["AP"] == pytest.approx(0.5)
     assert set(m["per_task"]) == {"0", "1"}            # tasks seen up to step 1 only
-    assert m["AP_old"] == pytest.approx(0.5) and m["AP_new"] == pytest.approx(1.0)
-    assert m["step"] == 1 and m["seen_classes"] == [1, 2, 3]
-    # step 0: no old classes
+    assert m["AP_old"] == pytest.approx(0.5) and m["AP_new"] == pytest.approx(0.5)
+    assert m["step"] == 1 and m["seen_classes"] == [1, 2, 3, 4]
+    # step 0 (every GT class in the first task): no old classes
     m0 = evaluate_files(tmp_path / "gt.json", tmp_path / "res.json", tmp_path / "m0.json",
-                        classes_path=tmp_path / "classes.json", step=0)
-    assert m0["AP_old"] == -1.0 and m0["AP_new"] == pytest.approx(0.5)
+                        classes_path=write(tmp_path, "classes0.json", {"steps": [[1, 2, 3, 4], [5]]}), step=0)
+    assert m0["AP_old"] == -1.0 and m0["AP_new"] == pytest.approx(0.375)
+
+
+def test_gt_of_another_step_is_an_error(tmp_path):
+    classes = write(tmp_path, "classes.json", {"steps": [[1, 2], [3, 4], [5]]})
+    gt, res = write(tmp_path, "gt.json", tiny_gt()), write(tmp_path, "res.json", [])
+    for step in (0, 2):
+        with pytest.raises(HVPLError, match="gt.json: categories: .* not the classes seen at step"):
+            evaluate_files(gt, res, tmp_path / "m.json", classes_path=classes, step=step)
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_no_detections(tmp_path):

@@ -134,6 +134,12 @@ def evaluate_files(gt_path, results_path, out_path, classes_path=None, step=None
     gt = validate_gt(read_json(gt_path), gt_path)
     results = validate_results(read_json(results_path), results_path, gt, gt_path)
     steps = load_classes(classes_path, step) if classes_path is not None else None
+    if steps is not None:
+        seen = sorted(c for task in steps[:step + 1] for c in task)
+        gt_ids = sorted(c["id"] for c in gt["categories"])
+        _require(gt_ids == seen, gt_path, "categories",
+                 f"{gt_ids} are not the classes seen at step {step} of {classes_path} ({seen}); "
+                 f"is it test_step{step}.json?")
     log(f"evaluate: {len(results)} detections on {len(gt['videos'])} videos ({Path(gt_path).name})")
     ev = YTVISEval(gt, results).evaluate()
     metrics = {"stats": ev.stats(),
