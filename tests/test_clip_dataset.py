@@ -158,11 +158,19 @@ def test_class_order_fallback_and_errors(tiny_split_dir, tiny_scenario, tmp_path
 def test_clip_without_visible_instance(tiny_split_dir, tiny_scenario, tmp_path):
     data, root = raw(tiny_split_dir, "train_step0.json")
     data["image_root"] = str(root.resolve())
-    data["videos"] = data["videos"][:1]
-    ann = dict(data["annotations"][0], video_id=data["videos"][0]["id"])
+    empty, other = data["videos"][:2]
+    data["videos"] = [empty, other]
+    ann = dict(data["annotations"][0], video_id=empty["id"])
     ann["segmentations"] = [None] * len(ann["segmentations"])
-    data["annotations"] = [ann]
+    visible = next(a for a in data["annotations"] if a["video_id"] == other["id"])
+    data["annotations"] = [ann, visible]
     (tmp_path / "t.json").write_text(json.dumps(data))
-    item = ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])[0]
+    ds = ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])
+    item = ds[next(i for i in range(4) if ds.videos[ds.video_position(i)]["id"] == empty["id"])]
     assert item["labels"].shape == (0,) and item["masks"].shape == (0, T, 48, 48)
     assert item["present"].shape == (0, T) and item["images"].shape == (T, 3, 48, 48)
+    # no visible instance in any video: an error, not a run on empty clips
+    data["annotations"] = [ann]
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(HVPLError, match="t.json: no annotation with a segmentation in any frame"):
+        ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])

@@ -90,6 +90,9 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
         super().__init__(json_path, image_root, check_frames)
         if not self.videos and not allow_empty:
             raise HVPLError(f"{self.json_path}: no videos")
+        if self.videos and not any(seg is not None for a in self.data["annotations"] for seg in a["segmentations"]):
+            raise HVPLError(f"{self.json_path}: no annotation with a segmentation in any frame: every clip would "
+                            "be empty")
         if num_frames < 1 or frame_range < 0:
             raise HVPLError(f"{self.json_path}: need num_frames >= 1 and frame_range >= 0")
         self.num_frames, self.frame_range = num_frames, frame_range
