@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="writes model_final.pth and train_log.jsonl")
     p.add_argument("--prev-model", default=None, help="step T-1 model_final.pth (required for T >= 1)")
     p.add_argument("--ogc-basis", default=None, help="step T ogc_basis.pt (methods with OGC)")
-    p.add_argument("--ckpt-dir", default=None, help="periodic checkpoints (default: OUT_DIR/../checkpoints/stepT)")
+    p.add_argument("--ckpt-dir", default=None,
+                   help="periodic checkpoints (default: OUT_DIR/../checkpoints/<name of OUT_DIR>)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("ogc-memory", help="OGC basis for step T from the step T-1 model and data")
@@ -181,9 +182,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Output arguments that name folders (per command); every other ``--out`` names a file.
+OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"), "summarize": ("plots_dir",)}
+
+
+def check_output_paths(args) -> None:
+    """Before anything is written: an output folder must not be an existing file, an output file not an existing
+    folder, and no parent of either an existing file."""
+    dirs = OUTPUT_DIRS.get(args.command, ())
+    names = set(dirs) | {"out"}
+    for name in sorted(names):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        path = Path(value)
+        if name in dirs and path.exists() and not path.is_dir():
+            raise HVPLError(f"--{name.replace('_', '-')} {path}: exists and is not a folder")
+        if name not in dirs and path.is_dir():
+            raise HVPLError(f"--{name.replace('_', '-')} {path}: is a folder, expected a file name")
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise HVPLError(f"--{name.replace('_', '-')} {path}: {blocking} is a file, not a folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_output_paths(args)
         args.func(args)
     except HVPLError as exc:
         print(f"error: {exc}", file=sys.stderr)
