@@ -202,6 +202,33 @@ def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_p
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_build_memory_refuses_inconsistent_inputs(tiny_split_dir, tmp_path):
+    from hvpl.config import load_run_config
+    from hvpl.continual.ogc import build_memory
+
+    sets = ["model.frame_decoder.num_queries=6", "scenario.train.ogc_samples=2"]
+    cfg = load_run_config("synth_smoke", "hvpl", None, sets)
+    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    save_untrained(cfg, 1, tiny_split_dir / "train_step1.json", m0, tmp_path / "m1.pth")
+    split = tiny_split_dir
+    cases = [
+        (dict(cfg=load_run_config("synth_smoke", "finetune", None, sets), step=1, prev_model=tmp_path / "m0.pth",
+              train_json=split / "train_step0.json"), "does not use OGC"),
+        (dict(cfg=load_run_config("synth_4-2", "hvpl", None, sets), step=1, prev_model=tmp_path / "m0.pth",
+              train_json=split / "train_step0.json"), "a model of scenario 'synth_smoke', not 'synth_4-2'"),
+        (dict(cfg=cfg, step=1, prev_model=tmp_path / "m0.pth", train_json=split / "train_step1.json"),
+         "train_step1.json: categories"),
+        (dict(cfg=cfg, step=2, prev_model=tmp_path / "m1.pth", train_json=split / "train_step1.json"),
+         "--prev-basis .* is required from step 2 on"),
+        (dict(cfg=cfg, step=1, prev_model=tmp_path / "m0.pth", train_json=split / "train_step0.json",
+              prev_basis=tmp_path / "none.pt"), "step 1 has no --prev-basis"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(HVPLError, match=message):
+            build_memory(out=tmp_path / "bad.pt", **kwargs)
+        assert not (tmp_path / "bad.pt").exists()
+
+
 def test_collect_features_handles_frames_of_different_sizes(tiny_split_dir, tmp_path):
     from hvpl.config import load_run_config
     from hvpl.continual.ogc import collect_features

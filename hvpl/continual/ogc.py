@@ -163,18 +163,41 @@ def collect_features(model, frames: Iterable[torch.Tensor], chunk: int) -> torch
     return torch.cat(cols, 0).T.contiguous()
 
 
-def _memory_frames(cfg: dict, prev: dict, train_json: Path, seed: int, num: int) -> Iterator[torch.Tensor]:
-    """``num`` frames (3, H, W) 0..255 of step t-1's training data at the test size, one at a time.
-
-    Draw i of a one-frame ClipDataset (no augmentation) = a random frame of the i-th video of a seeded
-    permutation (cycling when ``num`` exceeds the number of videos).
-    """
+def _memory_dataset(cfg: dict, prev: dict, train_json: Path, seed: int):
+    """A one-frame, unaugmented ClipDataset of step t-1's training JSON, checked to hold step t-1's classes."""
     from hvpl.data.clip_dataset import ClipDataset
 
     ds = ClipDataset(train_json, 1, 0, cfg["scenario"]["input"], train=False, seed=seed,
                      class_order=prev["class_order"])
+    last_task = list(prev["class_order"])[-int(prev["classes_per_task"][-1]):]
+    ids = sorted(c["id"] for c in ds.data["categories"])
+    if ids != sorted(last_task):
+        raise HVPLError(f"{train_json}: categories {ids} are not the classes {sorted(last_task)} of the model's "
+                        f"step {prev['step']}; the memory of step t reads step t-1's training JSON")
+    return ds
+
+
+def _memory_frames(ds, num: int) -> Iterator[torch.Tensor]:
+    """``num`` frames (3, H, W) 0..255 of ``ds`` at the test size, one at a time: draw i = a random frame of the
+    i-th video of a seeded permutation (cycling when ``num`` exceeds the number of videos)."""
     for i in range(num):
         yield ds[i]["images"][0]
+
+
+def _check_memory_inputs(cfg: dict, prev: dict, step: int, prev_model, prev_basis) -> None:
+    from hvpl.continual.methods import get_method
+
+    method, scenario = get_method(cfg["method"]), cfg["scenario"]["name"]
+    if not method.ogc:
+        raise HVPLError(f"ogc-memory --method {method.name}: this method does not use OGC")
+    if prev.get("scenario", {}).get("name") != scenario:
+        raise HVPLError(f"{prev_model}: a model of scenario '{prev.get('scenario', {}).get('name')}', "
+                        f"not '{scenario}'")
+    if int(prev["step"]) != step - 1:
+        raise HVPLError(f"{prev_model}: entry 'step' is {prev['step']}, the step-{step} memory needs step {step - 1}")
+    if (prev_basis is None) != (step == 1):
+        raise HVPLError(f"ogc-memory --step {step}: " + ("--prev-basis (step t-1's ogc_basis.pt) is required from "
+                                                         "step 2 on" if step > 1 else "step 1 has no --prev-basis"))
 
 
 def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=None, out, seed: int = 0,
@@ -195,14 +218,13 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     train = cfg["scenario"]["train"]
     threshold, num = float(train["ogc_threshold"]), int(train["ogc_samples"])
     prev = load_model_file(prev_model)
-    if int(prev["step"]) != step - 1:
-        raise HVPLError(f"{prev_model}: entry 'step' is {prev['step']}, the step-{step} memory needs step {step - 1}")
+    _check_memory_inputs(cfg, prev, step, prev_model, prev_basis)
+    dataset = _memory_dataset(cfg, prev, Path(train_json), seed)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = rebuild_model(prev).to(dev).eval()
     old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim)
-    R = collect_features(model, _memory_frames(cfg, prev, Path(train_json), seed, num),
-                         max(1, int(model.chunk_frames)))
+    R = collect_features(model, _memory_frames(dataset, num), max(1, int(model.chunk_frames)))
     basis = gpm_update(R, old, threshold)
     save_basis(Path(out), basis, threshold, R.shape[1], step)
     log(f"{out}: OGC basis {tuple(basis.shape)} from {R.shape[1]} features of {num} frames "
