@@ -6,7 +6,7 @@ CORES  ?= all
 # A CPU build of PyTorch on machines without CUDA; on a CUDA machine pip resolves torch normally.
 TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo "torch>=2.2"; else echo "torch==2.13.0"; fi)
 
-.PHONY: install test test-slow test-slurm run smoke bench lint clean
+.PHONY: install test test-slow test-slurm run smoke bench gpu-check lint clean
 
 install: $(VENV)/.installed
 
