@@ -139,6 +139,10 @@ BAD_RESULTS = {
     "wrong_length": ([dict(_good_result(), segmentations=[None])], "'segmentations' has 1 entries"),
     "wrong_mask_size": ([dict(_good_result(), segmentations=[rle(np.ones((5, 5), bool)), None])], "mask size"),
     "bad_score": ([dict(_good_result(), score="high")], "score"),
+    "corrupt_rle": ([dict(_good_result(), segmentations=[{"size": [12, 12], "counts": "garbage!!"}, None])],
+                    "not a compressed RLE string (character 'r' at 2)"),
+    "short_uncompressed_rle": ([dict(_good_result(), segmentations=[{"size": [12, 12], "counts": [3, 4]}, None])],
+                               "cover 7 pixels, the mask has 12x12"),
     "not_a_list": ({"video_id": 1}, "list"),
 }
 

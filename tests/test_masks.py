@@ -59,6 +59,18 @@ def test_null_and_errors():
         check_segmentation(5, 4, 4, "x")
 
 
+def test_rle_counts_are_checked_without_decoding(mask):
+    h, w = mask.shape
+    good = encode_mask(mask)
+    check_segmentation(good, h, w, "x")
+    with pytest.raises(HVPLError, match=r"v.json: ann 1 frame 0: RLE 'counts' is not a compressed RLE string"):
+        check_segmentation(dict(good, counts="garbage!!"), h, w, "v.json: ann 1 frame 0")
+    check_segmentation({"size": [h, w], "counts": [h * w]}, h, w, "x")
+    for counts, message in (([h * w - 1], "cover"), ([-1, h * w + 1], "non-negative"), (3, "string or a list")):
+        with pytest.raises(HVPLError, match=message):
+            check_segmentation({"size": [h, w], "counts": counts}, h, w, "x")
+
+
 def test_encode_track_and_bbox():
     masks = np.zeros((3, 6, 8), bool)
     masks[0, 1:3, 2:7] = True

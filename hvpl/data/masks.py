@@ -11,6 +11,7 @@ Decoded masks are ``numpy.ndarray`` of dtype bool, shape ``(H, W)``.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,32 @@ def _rle_size(seg: dict, where: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+# pycocotools' compressed RLE writes every run length as 5-bit groups with a continuation bit, each stored as
+# the character 48 + group: only '0' (48) .. 'o' (111) occur.
+_NOT_COMPRESSED_RLE = re.compile(r"[^\x30-\x6f]")
+
+
+def check_rle_counts(counts: Any, height: int, width: int, where: str) -> None:
+    """Cheap check of an RLE's ``counts`` without decoding: a compressed string of pycocotools' alphabet, or a
+    list of non-negative integers summing to ``height * width``."""
+    if isinstance(counts, str):
+        bad = _NOT_COMPRESSED_RLE.search(counts)
+        if bad:
+            raise HVPLError(f"{where}: RLE 'counts' is not a compressed RLE string (character {bad.group()!r} at "
+                            f"{bad.start()})")
+        return
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise HVPLError(f"{where}: uncompressed RLE 'counts' must be non-negative integers")
+        if sum(counts) != height * width:
+            raise HVPLError(f"{where}: uncompressed RLE 'counts' cover {sum(counts)} pixels, the mask has "
+                            f"{height}x{width}")
+        return
+    raise HVPLError(f"{where}: RLE 'counts' must be a string or a list of integers")
+
+
 def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
-    """Cheap structural check of one frame's entry (no decoding): type and RLE size == (height, width)."""
+    """Cheap structural check of one frame's entry (no decoding): type, RLE size == (height, width), RLE counts."""
     if seg is None:
         return
     if isinstance(seg, dict):
@@ -36,6 +61,7 @@ def check_segmentation(seg: Any, height: int, width: int, where: str) -> None:
         h, w = _rle_size(seg, where)
         if (h, w) != (height, width):
             raise HVPLError(f"{where}: mask size {h}x{w} differs from the video size {height}x{width}")
+        check_rle_counts(seg["counts"], h, w, where)
         return
     if isinstance(seg, list):
         for ring in seg:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from hvpl.data.masks import check_rle_counts
 from hvpl.evaluation.ytvis_eval import YTVISEval
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
@@ -41,7 +42,7 @@ def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool)
     _require(size == [video["height"], video["width"]], path, entry,
              f"mask size {seg['size']} differs from video {video['id']}'s size "
              f"[{video['height']}, {video['width']}]")
-    _require(isinstance(seg["counts"], (str, list)), path, entry, "RLE 'counts' must be a string or a list")
+    check_rle_counts(seg["counts"], video["height"], video["width"], f"{path}: {entry}")
 
 
 def validate_gt(gt, path) -> dict:
