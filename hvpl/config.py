@@ -75,14 +75,13 @@ def _is_number(value: Any) -> bool:
 
 
 def _value_ok(value: Any, kind: str, bound) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool) and value >= bound
     if kind == "pos?" and value is None:
         return True
-    if not _is_number(value):
+    if not _is_number(value) or (kind == "int" and not isinstance(value, int)):
         return False
-    return {"num": lambda: value >= bound, "pos": lambda: value > 0, "pos?": lambda: value > 0,
-            "frac": lambda: 0 < value <= 1}[kind]()
+    if kind in ("int", "num"):
+        return value >= bound
+    return 0 < value <= 1 if kind == "frac" else value > 0
 
 
 def check_scenario(scenario: dict, where: str) -> None:
