@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from hvpl.engine.checkpoint import (KEEP, checkpoint_path, fingerprint, list_checkpoints, load_latest,
-                                    rng_state, save_checkpoint, set_rng_state)
+                                    remove_checkpoints, rng_state, save_checkpoint, set_rng_state)
 
 torch.set_num_threads(1)
 
@@ -54,3 +54,18 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fingerprint(cfg, 0, "hvpl") == fingerprint({"b": [1, 2], "a": 1}, 0, "hvpl")
     assert fingerprint(cfg, 0, "hvpl") != fingerprint(cfg, 1, "hvpl")
     assert fingerprint(cfg, 0, "hvpl") != fingerprint({"a": 2, "b": [1, 2]}, 0, "hvpl")
+
+
+def test_remove_checkpoints_leaves_other_files_and_folders(tmp_path):
+    step1 = tmp_path / "checkpoints" / "step1"
+    for it in (3, 6):
+        save_checkpoint(step1, it, {"x": it})
+    (step1 / "train_log.jsonl").write_text("{}\n")
+    step2 = tmp_path / "checkpoints" / "step2"
+    save_checkpoint(step2, 3, {"x": 3})
+    remove_checkpoints(step1, also=("train_log.jsonl",))
+    assert not step1.exists() and list_checkpoints(step2)          # the parent still holds step 2's
+    (step2 / "notes.txt").write_text("mine")
+    remove_checkpoints(step2)
+    assert sorted(p.name for p in step2.iterdir()) == ["notes.txt"]
+    remove_checkpoints(tmp_path / "never")                            # nothing there: no error

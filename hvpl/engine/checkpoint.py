@@ -70,6 +70,21 @@ def save_checkpoint(ckpt_dir: Path, iteration: int, state: dict, keep: int = KEE
     return path
 
 
+def remove_checkpoints(ckpt_dir: Path, also: tuple[str, ...] = ()) -> None:
+    """Delete the checkpoint files of ``ckpt_dir`` and the named ``also`` files, then the folder and its parent
+    when they are left empty (a finished step keeps no checkpoint: a rerun starts it afresh)."""
+    ckpt_dir = Path(ckpt_dir)
+    for _, path in list_checkpoints(ckpt_dir):
+        path.unlink(missing_ok=True)
+    for name in also:
+        (ckpt_dir / name).unlink(missing_ok=True)
+    for folder in (ckpt_dir, ckpt_dir.parent):
+        try:
+            folder.rmdir()
+        except OSError:   # not empty (other steps' checkpoints, a user's files) or already gone
+            break
+
+
 def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict | None:
     """The newest readable checkpoint (whose ``fingerprint`` matches, when given), or None.
 

@@ -10,7 +10,8 @@ uninterrupted single-process run sees.
 
 Outputs (rank 0, atomic): ``out_dir/model_final.pth`` (DESIGN.md) and ``out_dir/train_log.jsonl``; periodic
 checkpoints in ``ckpt_dir`` (default ``out_dir.parent / "checkpoints" / out_dir.name``), with a live copy of
-the log there.
+the log there, deleted once the step has finished (so a forced rerun retrains from scratch, with the code of
+then).
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ from hvpl.engine.batching import pad_clips, split_outputs
 from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, barrier, distributed_context,
                                      local_draws, unwrap, wrap_model)
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
-from hvpl.engine.predict import load_model_file
 from hvpl.engine.init_weights import describe_init
+from hvpl.engine.predict import load_model_file
 from hvpl.engine.step_plan import StepPlan, build_step_model, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
@@ -287,4 +288,6 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         trainer.run(after_iteration)
         trainer.finish(counts)
         barrier(info)
+        if info.is_main:   # finished: a rerun of this step (forced, or its folder deleted) starts afresh
+            ckpt_mod.remove_checkpoints(ckpt_dir, also=(LOG_NAME,))
     return out_dir / FINAL_NAME
