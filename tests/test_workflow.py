@@ -249,10 +249,15 @@ def test_cuda_device_requests_gpus(tmp_path):
     ({"methods": ["hvpl", "not_a_method"]}, "not_a_method"),
     ({"scenarios": ["no_such_scenario"]}, "scenarios"),
     ({"overrides": {"synth_smoke": {"scenario.train.no_such_key": 3}}}, "overrides.synth_smoke"),
+    ({"overrides": {"synth-smoke": {"scenario.train.inc_iters": 3}}}, "overrides.synth-smoke"),
+    ({"data_roots": {"synth_smoke": "/no/such/folder"}}, "data_roots.synth_smoke"),
     # the same checks for the other keys, in the slow suite (each case is a Snakemake start)
     pytest.param({"seeds": [-1]}, "seeds", marks=pytest.mark.slow),
     pytest.param({"threads": 2}, "threads", marks=pytest.mark.slow),   # moved to profiles (set-threads)
     pytest.param({"device": "tpu"}, "device", marks=pytest.mark.slow),
+    pytest.param({"overrides": {"synth_smoke": {"scenario.train.inc_iters": "abc"}}},
+                 "overrides.synth_smoke", marks=pytest.mark.slow),
+    pytest.param({"data_roots": {"synth_4-2": "/tmp"}}, "data_roots.synth_4-2", marks=pytest.mark.slow),
     pytest.param({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}},
                  "overrides.synth_smoke.scenario.num_classes", marks=pytest.mark.slow),
 ])

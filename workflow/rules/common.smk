@@ -71,6 +71,16 @@ def _load_scenarios():
     return loaded
 
 
+def _check_per_scenario_keys():
+    """`overrides` and `data_roots` may only name scenarios listed under `scenarios` (a typo would be ignored)."""
+    for section in ("overrides", "data_roots"):
+        for name in config.get(section) or {}:
+            if name not in config["scenarios"]:
+                config_error(f"{section}.{name}", f"'{name}' is not one of the configured scenarios "
+                             f"{config['scenarios']}")
+
+
+_check_per_scenario_keys()
 SCENARIOS = _load_scenarios()
 SEEDS = [int(s) for s in config["seeds"]]
 METHOD_NAMES = list(dict.fromkeys(config["methods"]))
@@ -131,6 +141,9 @@ def data_root(scenario):
     scenario's data.root, else $DATASETS_ROOT."""
     roots = config.get("data_roots") or {}
     if roots.get(scenario):
+        if not os.path.isdir(roots[scenario]):
+            config_error(f"data_roots.{scenario}", f"{roots[scenario]} is not a folder (relative paths start at "
+                         f"the working directory {os.getcwd()})")
         return str(roots[scenario])
     sc = SCENARIOS[scenario]
     if sc["dataset"] == "synthetic":
