@@ -232,6 +232,12 @@ def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):
     assert len(multi) == len(plain)
     assert all("torchrun --standalone --nproc_per_node 2 -m hvpl.cli train --threads 6 " in c for c in multi)
     assert "gpu=2, cpus_per_gpu=3" in out
+    # a command-line --set-resources replaces the profile's table, yet every rule keeps its profile sizes
+    profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"]
+    for rule in ("train", "evaluate", "ogc_memory", "forgetting", "summarize", "share_step0", "synthesize"):
+        for block in _rule_blocks(out, rule):
+            res = _field(block, "resources")
+            assert f"mem_mb={profile[rule]['mem_mb']}," in res and f"runtime={profile[rule]['runtime']}" in res, res
 
 
 def test_cuda_device_requests_gpus(tmp_path):

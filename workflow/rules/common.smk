@@ -305,9 +305,23 @@ def train_launcher(wildcards, threads, resources):
             f"--threads {threads * gpus}")
 
 
-def cluster_resources():
-    """GPUs, plus SLURM partition/account from $HVPL_SLURM_PARTITION / $HVPL_SLURM_ACCOUNT when set."""
-    res = gpu_resources()
+def _profile_rule_resources():
+    """profiles/default's `set-resources` table ({rule: {key: value}}), the one place the per-rule sizes are set."""
+    path = Path(workflow.basedir) / "profiles" / "default" / "config.yaml"
+    table = (yaml.safe_load(path.read_text()) or {}).get("set-resources") or {}
+    return {rule: dict(values) for rule, values in table.items()}
+
+
+PROFILE_RESOURCES = _profile_rule_resources()
+GPU_RULES = ("train", "ogc_memory", "evaluate")
+
+
+def cluster_resources(rule):
+    """The rule's memory/runtime from profiles/default as the rule's own resources (so a command-line
+    `--set-resources`, which replaces the profile's whole table, only changes what it names), GPUs, and the
+    SLURM partition/account from $HVPL_SLURM_PARTITION / $HVPL_SLURM_ACCOUNT when set."""
+    res = dict(PROFILE_RESOURCES.get(rule, {}))
+    res.update(gpu_resources() if rule in GPU_RULES else {})
     for env, key in (("HVPL_SLURM_PARTITION", "slurm_partition"), ("HVPL_SLURM_ACCOUNT", "slurm_account")):
         if os.environ.get(env):
             res[key] = os.environ[env]

@@ -9,6 +9,8 @@ rule synthesize:
     params:
         root=lambda wildcards, output: os.path.dirname(output.json),
         extra=synth_args,
+    resources:
+        **cluster_resources("synthesize"),
     log:
         f"{LOGS}/{{scenario}}/synthesize.log",
     benchmark:
@@ -35,6 +37,8 @@ for _scenario in SCENARIOS:
             root=lambda wildcards, _sc=_scenario: data_root(_sc),
             out=lambda wildcards, output: os.path.dirname(output[0]),
             extra=split_args(_scenario),
+        resources:
+            **cluster_resources("split"),
         log:
             f"{LOGS}/{_scenario}/split.log",
         benchmark:

@@ -15,7 +15,7 @@ rule evaluate:
         compute=compute_args(),
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
-        **cluster_resources(),
+        **cluster_resources("evaluate"),
     log:
         f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/evaluate_step{{step}}.log",
     benchmark:

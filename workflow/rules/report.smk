@@ -7,6 +7,8 @@ rule forgetting:
         unpack(forgetting_inputs),
     output:
         f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/forgetting.json",
+    resources:
+        **cluster_resources("forgetting"),
     log:
         f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/forgetting.log",
     benchmark:
@@ -36,6 +38,8 @@ rule summarize:
     params:
         results=lambda wildcards, output: os.path.dirname(output.csv),
         runs=[run_dir(sc, m, s) for sc, m, s in runs()],
+    resources:
+        **cluster_resources("summarize"),
     log:
         f"{LOGS}/summarize.log",
     benchmark:

@@ -22,7 +22,7 @@ rule train:
         launch=train_launcher,
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
-        **cluster_resources(),
+        **cluster_resources("train"),
     priority: 10
     log:
         f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/train_step{{step}}.log",
@@ -46,6 +46,8 @@ rule share_step0:
         train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step0/train_log.jsonl",
     wildcard_constraints:
         method="|".join(METHODS),
+    resources:
+        **cluster_resources("share_step0"),
     log:
         f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/share_step0.log",
     benchmark:
@@ -69,7 +71,7 @@ rule ogc_memory:
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
-        **cluster_resources(),
+        **cluster_resources("ogc_memory"),
     priority: 10
     log:
         f"{LOGS}/{{scenario}}/{{method}}/seed{{seed}}/ogc_memory_step{{step}}.log",
