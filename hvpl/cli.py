@@ -28,8 +28,12 @@ def _add_compute_args(p: argparse.ArgumentParser) -> None:
 
 def _run_config(args):
     from hvpl.config import load_run_config
+    from hvpl.continual.growth import check_model_builds
 
-    return load_run_config(args.scenario, getattr(args, "method", "hvpl"), args.model, args.overrides)
+    cfg = load_run_config(args.scenario, getattr(args, "method", "hvpl"), args.model, args.overrides)
+    if any(item.startswith("model.") for item in args.overrides or ()):
+        check_model_builds(cfg)
+    return cfg
 
 
 def cmd_synth(args):

@@ -77,3 +77,10 @@ def test_cli_reports_a_bad_override_in_one_line():
                           "--set", "scenario.train.lr=abc"], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: --set scenario.train.lr='abc'")
+
+
+def test_cli_reports_a_model_config_that_cannot_be_built():
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "params", "--scenario", "synth_smoke", "--step", "0",
+                          "--set", "model.hidden_dim=7"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "model config 'tiny' cannot be built: ValueError: num_channels (7)" in res.stderr

@@ -264,6 +264,8 @@ def test_cuda_device_requests_gpus(tmp_path):
     pytest.param({"overrides": {"synth_smoke": {"scenario.train.inc_iters": "abc"}}},
                  "overrides.synth_smoke", marks=pytest.mark.slow),
     pytest.param({"data_roots": {"synth_4-2": "/tmp"}}, "data_roots.synth_4-2", marks=pytest.mark.slow),
+    pytest.param({"overrides": {"synth_smoke": {"model.hidden_dim": 7}}}, "cannot be built",
+                 marks=pytest.mark.slow),
     pytest.param({"overrides": {"synth_smoke": {"scenario.num_classes": 8}}},
                  "overrides.synth_smoke.scenario.num_classes", marks=pytest.mark.slow),
 ])

@@ -103,3 +103,15 @@ def count_parameters(cfg: dict, step: int) -> tuple[int, int]:
         model = HVPLModel(without_weight_files(cfg["model"]), method, scenario["prompts_per_task"], classes)
     set_trainable(model, method, 0 if method.joint else step)
     return count_trainable(model)
+
+
+def check_model_builds(cfg: dict) -> None:
+    """Build step 0's model of ``cfg`` on the meta device; a model config that cannot be built (e.g. a width
+    not divisible by the heads or norm groups, after ``--set model.*``) -> HVPLError naming the model."""
+    try:
+        count_parameters(cfg, 0)
+    except HVPLError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any construction error is a bad model config
+        raise HVPLError(f"model config '{cfg['model'].get('name')}' cannot be built: {type(exc).__name__}: {exc}"
+                        ) from exc

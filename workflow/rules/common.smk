@@ -14,6 +14,7 @@ import yaml
 sys.path.insert(0, str(Path(workflow.basedir)))  # the repository's hvpl package, even without `pip install -e`
 
 from hvpl.config import load_run_config, num_steps
+from hvpl.continual.growth import check_model_builds
 from hvpl.continual.methods import METHODS, get_method
 from hvpl.data.splits import coco_annotation_path, coco_file_name, coco_file_names
 from hvpl.utils.errors import HVPLError
@@ -64,10 +65,16 @@ def _load_scenarios():
         sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
                 for k, v in _override_items(name)]
         try:
-            loaded[name] = load_run_config(name, "hvpl", config.get("model"), sets)["scenario"]
+            cfg = load_run_config(name, "hvpl", config.get("model"), sets)
         except HVPLError as exc:
             key = f"overrides.{name}" if sets and "--set" in str(exc) else "scenarios"
             config_error(key, str(exc))
+        if any(item.startswith("model.") for item in sets):
+            try:
+                check_model_builds(cfg)
+            except HVPLError as exc:
+                config_error(f"overrides.{name}", str(exc))
+        loaded[name] = cfg["scenario"]
     return loaded
 
 
