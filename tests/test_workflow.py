@@ -217,6 +217,21 @@ def _field(block: str, name: str) -> str:
     return match.group(1) if match else ""
 
 
+def test_step_specific_overrides_reach_only_the_steps_that_read_them(tmp_path):
+    """A changed inc_iters must not rerun (so not reach) step 0, nor step0_iters the incremental steps."""
+    cfg = write_config(tmp_path / "o.yaml", methods=["hvpl", "joint"], overrides={"synth_smoke": {
+        "scenario.train.inc_iters": 7, "scenario.train.step0_iters": 9, "scenario.train.lr": 0.001}})
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for block in _rule_blocks(res.stdout + res.stderr, "train") + _rule_blocks(res.stdout + res.stderr,
+                                                                                 "ogc_memory"):
+        cmd = block.split("Shell command: ", 1)[-1]
+        first = "--step 0 " in cmd or "joint" in _field(block, "output")
+        assert "scenario.train.lr=0.001" in cmd
+        assert ("scenario.train.step0_iters=9" in cmd) == first, cmd
+        assert ("scenario.train.inc_iters=7" in cmd) == (not first), cmd
+
+
 def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):
     """Default: `hvpl train --threads 1` (profiles/default set-threads); a profile's train gpu=N on CUDA launches
     the step under torchrun with N processes and the rule's threads per process."""

@@ -189,12 +189,24 @@ def run_outputs(scenario, method, seed):
 
 # ---------------------------------------------------------------- rule inputs and arguments
 
-def hvpl_config_args(scenario, method):
-    """`--scenario/--method/--model/--set` arguments of `hvpl train` and `hvpl ogc-memory`."""
-    args = ["--scenario", scenario, "--method", method_of(method).name]
+# Overrides that only the first step (step 0, joint's one step) or only incremental steps (and the OGC memory)
+# read: left out of the other steps' commands, so that e.g. a new inc_iters does not retrain step 0 (the
+# params rerun trigger compares the command's arguments).
+FIRST_STEP_ONLY = ("scenario.train.step0_iters", "scenario.train.step0_lr_drop", "scenario.train.frames_step0")
+INCREMENTAL_ONLY = ("scenario.train.inc_iters", "scenario.train.frames_inc", "scenario.train.ogc_threshold",
+                    "scenario.train.ogc_samples")
+
+
+def hvpl_config_args(scenario, method, step):
+    """`--scenario/--method/--model/--set` arguments of `hvpl train` / `hvpl ogc-memory` for step ``step``."""
+    m = method_of(method)
+    args = ["--scenario", scenario, "--method", m.name]
     if config.get("model"):
         args += ["--model", config["model"]]
+    unused = INCREMENTAL_ONLY if int(step) == 0 or m.joint else FIRST_STEP_ONLY
     for key, value in _override_items(scenario):
+        if key in unused:
+            continue
         flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         args += ["--set", f"{key}={flow}"]
     return " ".join(shlex.quote(a) for a in args)

@@ -14,7 +14,7 @@ rule train:
         model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
         train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/train_log.jsonl",
     params:
-        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method),
+        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
         prev=lambda wildcards, input: optional_args(input, prev_model="prev-model", ogc_basis="ogc-basis"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
@@ -66,7 +66,7 @@ rule ogc_memory:
     output:
         f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/ogc_basis.pt",
     params:
-        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method),
+        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
     threads: 1  # per-rule threads come from the profile (set-threads)
