@@ -203,3 +203,14 @@ def test_cli_reference_case(tmp_path):
     expected = json.loads((REF / "v1" / "expected.json").read_text())
     got = json.loads(out.read_text())
     assert abs(got["stats"]["AP"] - expected["stats"]["AP"]) < 1e-9
+
+
+def test_an_empty_polygon_frame_counts_as_missing(tmp_path):
+    results = [_good_result()]
+    res = write(tmp_path, "res.json", results)
+    gt = tiny_gt()
+    gt["annotations"][0]["segmentations"][1] = None
+    plain = evaluate_files(write(tmp_path, "gt.json", gt), res, tmp_path / "a.json")
+    gt["annotations"][0]["segmentations"][1] = []
+    empty = evaluate_files(write(tmp_path, "gt_empty.json", gt), res, tmp_path / "b.json")
+    assert empty["stats"] == plain["stats"]

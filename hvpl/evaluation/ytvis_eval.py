@@ -50,8 +50,9 @@ class Track:
 
 
 def to_rle(segm, height: int, width: int):
-    """Decode one frame's segmentation (polygon list, uncompressed or compressed RLE, None) to a compressed RLE."""
-    if segm is None:
+    """Decode one frame's segmentation (polygon list, uncompressed or compressed RLE, None) to a compressed RLE.
+    An empty polygon list counts as a missing frame, as in the reference (``if a:``)."""
+    if segm is None or (isinstance(segm, list) and not segm):
         return None
     if isinstance(segm, list):
         return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
