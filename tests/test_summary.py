@@ -150,3 +150,11 @@ def test_cli_writes_next_to_the_results_dir_by_default(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (results / "summary.csv").is_file() and list((results / "plots").glob("*.png"))
     assert list(elsewhere.iterdir()) == []
+
+
+def test_negative_forgetting_is_a_value_not_undefined():
+    from hvpl.evaluation.summary import defined_values
+
+    col = pd.Series([-1.0, -0.2, None, 0.3])
+    assert list(defined_values(col, "F_AP")) == [-1.0, -0.2, 0.3]     # backward transfer down to -1
+    assert list(defined_values(pd.Series([-1.0, None, 0.3]), "AP")) == [0.3]   # -1 = undefined for metrics

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hvpl.evaluation.summary import defined_values  # noqa: E402
 from hvpl.utils.io import atomic_path  # noqa: E402
 
 PANEL_SIZE = (4.8, 3.6)       # inches per scenario panel
@@ -47,8 +48,8 @@ def _panels(n: int):
 def _mean_std(df: pd.DataFrame, col: str) -> pd.DataFrame:
     """Per (method, step): mean and std over seeds of ``col``, undefined (-1 / empty) values dropped."""
     d = df[["method", "step", col]].copy()
-    d[col] = pd.to_numeric(d[col], errors="coerce")
-    d = d[d[col] > -1]
+    d[col] = defined_values(d[col], col)
+    d = d.dropna(subset=[col])
     return d.groupby(["method", "step"])[col].agg(["mean", "std"]).reset_index().fillna({"std": 0.0})
 
 

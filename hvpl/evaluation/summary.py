@@ -129,6 +129,13 @@ def run_rows(results_dir: Path, run: Path, cache: dict) -> tuple:
     return rows, class_rows
 
 
+def defined_values(values: pd.Series, column: str) -> pd.Series:
+    """The defined entries of a column: metrics use -1 for undefined; forgetting columns use empty (F_AP may be
+    any number in [-1, 1]: a negative value is backward transfer)."""
+    vals = pd.to_numeric(values, errors="coerce").dropna()
+    return vals if column in FORGETTING_COLUMNS else vals[vals > -1]
+
+
 def final_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean/std over seeds of each (scenario, method)'s last step; -1 (undefined) values are left out."""
     if df.empty:
@@ -139,8 +146,7 @@ def final_table(df: pd.DataFrame) -> pd.DataFrame:
         row = {"scenario": scenario, "dataset": g["dataset"].iloc[0], "method": method,
                "step": int(g["step"].iloc[0]), "num_seeds": len(g)}
         for k in FINAL_METRICS:
-            vals = pd.to_numeric(g[k], errors="coerce")
-            vals = vals[vals > -1]
+            vals = defined_values(g[k], k)
             row[f"{k}_mean"] = vals.mean() if len(vals) else None
             row[f"{k}_std"] = vals.std(ddof=0) if len(vals) else None
         out.append(row)
