@@ -203,3 +203,11 @@ def test_documented_smoke_command_parses():
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert "smoke" in (res.stdout + res.stderr) or "Nothing to be done" in (res.stdout + res.stderr)
+
+
+def test_workflow_profile_and_slurm_profile_set_disjoint_keys():
+    """profiles/default wins per top-level key under --profile slurm: a key in both would silently lose the
+    cluster's value (e.g. latency-wait)."""
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    slurm = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert not set(default) & set(slurm)
