@@ -46,6 +46,9 @@ def test_load_valid(tmp_path):
     (lambda d: d["annotations"][2]["segmentations"].append(None), "3 segmentations for a video of 2 frames"),
     (lambda d: d["videos"][1].update(length=5), r"videos\[1\] \(id 2\): length 5"),
     (lambda d: d.pop("categories"), "missing keys"),
+    (lambda d: d["annotations"][0].update(segmentations=None), r"annotations\[0\] \(id 1\): 'segmentations' must"),
+    (lambda d: d["videos"][0].update(file_names=None), r"videos\[0\] \(id 1\): 'file_names' must be a list"),
+    (lambda d: d.update(videos={"1": {}}), "'videos' must be a list"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
     data = make_vis()
@@ -54,6 +57,12 @@ def test_validation_errors(tmp_path, mutate, message):
     with pytest.raises(HVPLError, match=message) as info:
         load_ytvis(path)
     assert str(path) in str(info.value)
+
+
+def test_null_annotations_as_in_official_test_files(tmp_path):
+    data = make_vis()
+    data["annotations"] = None
+    assert load_ytvis(write(tmp_path / "valid.json", data))["annotations"] == []
 
 
 def test_missing_frames(tmp_path):

@@ -105,7 +105,11 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
     if not isinstance(data, dict):
         raise HVPLError(f"{path}: expected a JSON object with videos/annotations/categories")
     _require(data, ("videos", "categories"), str(path))
-    data.setdefault("annotations", [])
+    if data.get("annotations") is None:   # absent, or null as in the official valid/test files
+        data["annotations"] = []
+    for key in ("videos", "categories", "annotations"):
+        if not isinstance(data[key], list):
+            raise HVPLError(f"{path}: '{key}' must be a list")
     for i, c in enumerate(data["categories"]):
         _require(c, ("id", "name"), f"{path}: categories[{i}]")
     _check_unique(data["categories"], str(path), "category")
@@ -113,6 +117,8 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
     for i, v in enumerate(data["videos"]):
         where = f"{path}: videos[{i}]"
         _require(v, ("id", "width", "height", "file_names"), where)
+        if not isinstance(v["file_names"], list):
+            raise HVPLError(f"{where} (id {v['id']}): 'file_names' must be a list")
         if "length" in v and v["length"] != len(v["file_names"]):
             raise HVPLError(f"{where} (id {v['id']}): length {v['length']} but {len(v['file_names'])} file_names")
         videos[v["id"]] = v
@@ -127,6 +133,8 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
         video = videos.get(a["video_id"])
         if video is None:
             raise HVPLError(f"{where}: unknown video_id {a['video_id']}")
+        if not isinstance(a["segmentations"], list):
+            raise HVPLError(f"{where}: 'segmentations' must be a list (null per frame where absent)")
         if len(a["segmentations"]) != len(video["file_names"]):
             raise HVPLError(f"{where}: {len(a['segmentations'])} segmentations for a video of "
                             f"{len(video['file_names'])} frames")
