@@ -37,7 +37,7 @@ def mini_coco():
 def test_category_table_matches_shared_file():
     if not SHARED.is_file():
         pytest.skip("shared categories.json not available")
-    assert coco._category_table() == json.loads(SHARED.read_text())
+    assert coco.category_table() == json.loads(SHARED.read_text())
     assert coco.coco_to_dataset_map("ytvis_2019")[4] == 21 and coco.coco_to_dataset_map("ytvis_2019")[2] == 21
 
 

@@ -20,7 +20,9 @@ def make_dataset(video_cats=VIDEO_CATS, length=2):
         for c in cats:
             anns.append({"id": 100 + len(anns), "video_id": vid, "category_id": c, "iscrowd": 0,
                          "segmentations": [None, {"size": [3, 4], "counts": [12]}][:length]})
-    cats = [{"id": c, "name": f"c{c}"} for c in (4, 2, 3, 1)]  # deliberately not sorted
+    # YouTube-VIS 2019's first four names (tests use the dataset name ytvis_2019 too); deliberately not sorted
+    names = {1: "person", 2: "giant_panda", 3: "lizard", 4: "parrot"}
+    cats = [{"id": c, "name": names[c]} for c in (4, 2, 3, 1)]
     return {"videos": videos, "annotations": anns, "categories": cats}
 
 
@@ -85,7 +87,7 @@ def test_scenario_split_rules(root, tmp_path):
     assert classes["class_order"] == [3, 1, 4, 2]
     assert classes["steps"] == [[3, 1], [4], [2]]
     assert [c["id"] for c in classes["categories"]] == [3, 1, 4, 2]
-    assert classes["categories"][0] == {"id": 3, "name": "c3"}
+    assert classes["categories"][0] == {"id": 3, "name": "lizard"}
     assert classes["resplit"] is True and classes["split_seed"] == 0 and classes["dataset"] == "synthetic"
     info = load(out / "split_info.json")
     train_ids, test_ids = set(info["train_video_ids"]), set(info["test_video_ids"])
@@ -170,3 +172,16 @@ def test_coco_step_files(tmp_path):
     step1 = load(out / "coco_step1.json")   # none of step 1's classes has a COCO instance here
     assert step1["videos"] == [] and step1["annotations"] == [] and (out / "coco_all.json").exists()
     assert sorted(p.name for p in out.glob("coco_*.json")) == sorted(coco_file_names(3))
+
+
+def test_categories_of_another_dataset_are_refused(tmp_path):
+    from hvpl.data.splits import check_dataset_categories
+
+    data = make_dataset()
+    check_dataset_categories(data, "ytvis_2019", "t.json")                 # the real names: fine
+    check_dataset_categories(data, "my_own_dataset", "t.json")             # not in categories.json: not checked
+    with pytest.raises(HVPLError, match="t.json: categories: 4 of 4 names differ from ytvis_2021's"):
+        check_dataset_categories(data, "ytvis_2021", "t.json")             # 2019 names under the 2021 scenario
+    zero_based = dict(data, categories=[{"id": 0, "name": "person"}] + data["categories"])
+    with pytest.raises(HVPLError, match=r"ids \[0\] are not ovis's"):
+        check_dataset_categories(zero_based, "ovis", "t.json")

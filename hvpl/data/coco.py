@@ -18,7 +18,8 @@ CATEGORIES_FILE = Path(__file__).resolve().parent / "categories.json"
 
 
 @lru_cache(maxsize=1)
-def _category_table() -> dict:
+def category_table() -> dict:
+    """The packaged categories.json: per dataset its categories (id order) and COCO -> dataset id map."""
     try:
         from importlib.resources import files
 
@@ -39,7 +40,7 @@ def coco_to_dataset_map(dataset: str) -> dict[int, int]:
 
 
 def _entry(dataset: str) -> dict:
-    table = _category_table()
+    table = category_table()
     if dataset not in table:
         raise HVPLError(f"{CATEGORIES_FILE}: no entry for dataset '{dataset}'; known: {', '.join(table)}")
     return table[dataset]

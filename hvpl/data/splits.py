@@ -181,6 +181,34 @@ def _per_class_counts(data: dict, ids: list[int], order: list[int]) -> dict[str,
     return {str(c): sum(c in vid_classes[v] for v in ids) for c in order}
 
 
+def check_dataset_categories(data: dict, dataset: str, source: str) -> None:
+    """A real dataset's categories against its list in categories.json (the COCO maps and the class order rely on
+    it): ids among the listed ones (e.g. not 0-based), else HVPLError; names (case, '_' vs ' ' ignored) differing
+    for half the classes or more mean another dataset (HVPLError), a few differing names only a warning.
+    Datasets not listed there pass."""
+    from hvpl.data.coco import category_table
+
+    if dataset not in category_table():
+        return
+    expected = {c["id"]: c["name"] for c in category_table()[dataset]["categories"]}
+    found = {c["id"]: c["name"] for c in data["categories"]}
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise HVPLError(f"{source}: categories: ids {extra[:5]} are not {dataset}'s in categories.json (ids "
+                        f"{min(expected)}..{max(expected)}); is this the {dataset} annotation file?")
+
+    def norm(name: str) -> str:
+        return str(name).lower().replace("_", " ").strip()
+
+    differ = [i for i in sorted(found) if norm(found[i]) != norm(expected[i])]
+    examples = ", ".join(f"{i}: '{found[i]}' vs '{expected[i]}'" for i in differ[:3])
+    if 2 * len(differ) >= len(found):
+        raise HVPLError(f"{source}: categories: {len(differ)} of {len(found)} names differ from {dataset}'s in "
+                        f"categories.json ({examples}); is this the {dataset} annotation file?")
+    if differ:
+        log(f"warning: {source}: {len(differ)} category names differ from categories.json ({examples})")
+
+
 def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:
     """Split ``scenario``'s dataset under ``data_root`` into the per-step files in ``out_dir``.
 
@@ -200,6 +228,7 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
         data = load_ytvis(layout.train_json)
         source = [str(layout.train_json)]
         resplit = True
+    check_dataset_categories(data, scenario["dataset"], source[0])
     order = class_order(scenario, data["categories"], source[0])
     if resplit:
         train_ids, test_ids = stratified_resplit(data, order, split_cfg.get("test_ratio", 0.2), seed,
