@@ -172,5 +172,21 @@ def test_clip_without_visible_instance(tiny_split_dir, tiny_scenario, tmp_path):
     # no visible instance in any video: an error, not a run on empty clips
     data["annotations"] = [ann]
     (tmp_path / "t.json").write_text(json.dumps(data))
-    with pytest.raises(HVPLError, match="t.json: no annotation with a segmentation in any frame"):
+    with pytest.raises(HVPLError, match=r"t.json: no \(non-crowd\) annotation with a segmentation in any frame"):
         ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[1, 2])
+
+
+def test_crowd_regions_are_not_training_instances(tiny_split_dir, tiny_scenario, tmp_path):
+    data, root = raw(tiny_split_dir, "train_step0.json")
+    data["image_root"] = str(root.resolve())
+    video = data["videos"][0]
+    data["videos"] = [video]
+    anns = [a for a in data["annotations"] if a["video_id"] == video["id"]]
+    crowd = dict(anns[0], id=10_000, iscrowd=1)
+    items = []
+    for name, annotations in (("plain.json", anns), ("crowd.json", anns + [crowd])):
+        (tmp_path / name).write_text(json.dumps(dict(data, annotations=annotations)))
+        items.append(ClipDataset(tmp_path / name, T, RANGE, tiny_scenario["input"], class_order=[1, 2])[0])
+    assert items[0]["labels"].numel() >= 1
+    assert torch.equal(items[0]["labels"], items[1]["labels"])   # the crowd copy adds no instance
+    assert torch.equal(items[0]["masks"], items[1]["masks"])

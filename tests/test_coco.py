@@ -56,6 +56,20 @@ def test_convert(tmp_path):
     load_ytvis(tmp_path / "x.json")  # a valid YouTube-VIS file
 
 
+def test_degenerate_polygons_are_dropped_and_logged(capsys):
+    data = mini_coco()
+    good = [0.0, 0.0, 4.0, 0.0, 4.0, 4.0]
+    first = next(a for a in data["annotations"] if not a.get("iscrowd") and a["category_id"] == 1)
+    first["segmentation"] = [[1.0, 1.0, 5.0, 5.0]]                      # a 2-point "ring": nothing usable
+    second = next(a for a in data["annotations"] if a is not first and isinstance(a["segmentation"], list))
+    second["segmentation"] = [[1.0, 1.0, 5.0, 5.0], good]               # one usable ring left
+    out = coco.convert_coco(data, "ytvis_2019", where="mini.json")
+    assert first["id"] not in [a["coco_id"] for a in out["annotations"]]
+    kept = next(a for a in out["annotations"] if a["coco_id"] == second["id"])
+    assert kept["segmentations"] == [[good]]
+    assert "mini.json: 1 annotations without a usable polygon" in capsys.readouterr().err
+
+
 def test_keep_classes_and_write(tmp_path):
     src = tmp_path / "coco" / "annotations" / "instances_train2017.json"
     src.parent.mkdir(parents=True)

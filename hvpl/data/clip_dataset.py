@@ -90,9 +90,10 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
         super().__init__(json_path, image_root, check_frames)
         if not self.videos and not allow_empty:
             raise HVPLError(f"{self.json_path}: no videos")
-        if self.videos and not any(seg is not None for a in self.data["annotations"] for seg in a["segmentations"]):
-            raise HVPLError(f"{self.json_path}: no annotation with a segmentation in any frame: every clip would "
-                            "be empty")
+        if self.videos and not any(seg is not None for a in self.data["annotations"] if not a.get("iscrowd", 0)
+                                   for seg in a["segmentations"]):
+            raise HVPLError(f"{self.json_path}: no (non-crowd) annotation with a segmentation in any frame: every "
+                            "clip would be empty")
         if num_frames < 1 or frame_range < 0:
             raise HVPLError(f"{self.json_path}: need num_frames >= 1 and frame_range >= 0")
         self.num_frames, self.frame_range = num_frames, frame_range
@@ -128,7 +129,8 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
         h, w = video["height"], video["width"]
         labels, masks = [], []
         for a in self.anns[video["id"]]:
-            if all(a["segmentations"][t] is None for t in frames):
+            # crowd regions are not instances (detectron2 / VITA drop them from training data, as our COCO path)
+            if a.get("iscrowd", 0) or all(a["segmentations"][t] is None for t in frames):
                 continue
             track = np.zeros((len(frames), h, w), dtype=bool)
             for j, t in enumerate(frames):

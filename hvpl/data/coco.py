@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
+from hvpl.utils.logging import log
 
 CATEGORIES_FILE = Path(__file__).resolve().parent / "categories.json"
 
@@ -57,6 +58,15 @@ def coco_layout(data_root: str | os.PathLike) -> tuple[Path, Path]:
     return ann, images
 
 
+def _usable_polygons(segmentation):
+    """A COCO polygon list without its degenerate rings (< 6 coordinates; detectron2 drops them too), None when
+    no ring is left; RLE dicts pass unchanged."""
+    if not isinstance(segmentation, list):
+        return segmentation
+    rings = [r for r in segmentation if isinstance(r, list) and len(r) >= 6 and len(r) % 2 == 0]
+    return rings or None
+
+
 def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=None,
                  allow_empty: bool = False) -> dict:
     """COCO instances dict -> YouTube-VIS dict of one-frame videos with dataset category ids.
@@ -79,16 +89,23 @@ def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=
         if not all(k in im for k in ("id", "file_name", "height", "width")):
             raise HVPLError(f"{where}: images[{i}]: needs id, file_name, height, width")
         images[im["id"]] = im
-    anns, used = [], set()
+    anns, used, dropped = [], set(), []
     for i, a in enumerate(coco["annotations"]):
         if a.get("image_id") not in images:
             raise HVPLError(f"{where}: annotations[{i}] (id {a.get('id')}): unknown image_id {a.get('image_id')}")
         if a.get("category_id") not in cmap or a.get("iscrowd", 0):
             continue   # crowd regions are not instances: detectron2 / VITA drop them from training data
+        segmentation = _usable_polygons(a.get("segmentation"))
+        if segmentation is None:
+            dropped.append(a.get("id"))
+            continue
         anns.append({"id": len(anns) + 1, "video_id": a["image_id"], "category_id": cmap[a["category_id"]],
-                     "iscrowd": int(a.get("iscrowd", 0)), "segmentations": [a["segmentation"]],
+                     "iscrowd": int(a.get("iscrowd", 0)), "coco_id": a.get("id"), "segmentations": [segmentation],
                      "areas": [a.get("area")], "bboxes": [a.get("bbox")]})
         used.add(a["image_id"])
+    if dropped:
+        log(f"{where}: {len(dropped)} annotations without a usable polygon (a ring of < 3 points) dropped, "
+            f"COCO ids {dropped[:5]}")
     videos = [{"id": im["id"], "width": im["width"], "height": im["height"], "length": 1,
                "file_names": [im["file_name"]]} for im_id, im in sorted(images.items()) if im_id in used]
     if not videos and not allow_empty:
