@@ -105,7 +105,8 @@ def cmd_predict(args):
     from hvpl.engine.predict import predict
 
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
-            threads=args.threads, max_videos=args.max_videos)
+            threads=args.threads, max_videos=args.max_videos,
+            image_root=Path(args.image_root).resolve() if args.image_root else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-json", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--image-root", default=None,
+                   help="frame folder (default: the JSON's image_root entry, which the split writes)")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -71,6 +71,25 @@ def test_predict_is_deterministic(models, tiny_split_dir, tmp_path):
     assert a == b and {r["category_id"] for r in a} <= {1, 2}
 
 
+def test_frames_of_a_json_without_image_root_come_from_the_cli(models, tiny_split_dir, tmp_path):
+    """An official valid/test file has no image_root entry (and null annotations): --image-root gives the frames."""
+    from hvpl.cli import main
+    from hvpl.data.ytvis import image_root_of
+
+    step0, _ = models
+    data = read_json(tiny_split_dir / "test_step0.json")
+    frames = image_root_of(data, tiny_split_dir / "test_step0.json")
+    official = dict(data, annotations=None)
+    official.pop("image_root")
+    (tmp_path / "valid.json").write_text(json.dumps(official))
+    ref = predict(step0, tiny_split_dir / "test_step0.json", tmp_path / "ref.json", max_videos=2)
+    with pytest.raises(HVPLError, match="--image-root"):
+        predict(step0, tmp_path / "valid.json", tmp_path / "x.json", max_videos=2)
+    assert main(["predict", "--model", str(step0), "--test-json", str(tmp_path / "valid.json"), "--out",
+                 str(tmp_path / "p.json"), "--max-videos", "2", "--image-root", str(frames)]) == 0
+    assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps(ref))
+
+
 def test_model_file_errors(models, tmp_path):
     with pytest.raises(HVPLError, match="not found"):
         load_model_file(tmp_path / "missing.pth")

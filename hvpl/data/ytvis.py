@@ -147,7 +147,8 @@ def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os
     """Frame folder: ``image_root`` argument, else the JSON's ``"image_root"`` (relative to its folder)."""
     root = image_root if image_root is not None else data.get("image_root")
     if root is None:
-        raise HVPLError(f"{json_path}: no 'image_root' entry; pass the frame folder explicitly")
+        raise HVPLError(f"{json_path}: no 'image_root' entry; pass the frame folder explicitly (e.g. hvpl predict "
+                        "--image-root DIR)")
     root = Path(root)
     return root if root.is_absolute() else Path(json_path).resolve().parent / root
 

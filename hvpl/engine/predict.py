@@ -67,9 +67,11 @@ def rebuild_model(ckpt: dict, method=None):
 
 
 def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | None = None,
-            max_videos: int | None = None) -> list[dict]:
+            max_videos: int | None = None, image_root=None) -> list[dict]:
     """Run the model of ``model_path`` over every video of ``test_json`` (at most ``max_videos``) and write
-    ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list."""
+    ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list.
+    Frames are read from ``image_root``, else the JSON's ``image_root`` entry (the split writes one; an official
+    valid/test file has none)."""
     from hvpl.data.clip_dataset import VideoDataset
     from hvpl.engine.distributed import resolve_device
     from hvpl.model.inference import predict_video
@@ -80,7 +82,7 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     ckpt = load_model_file(model_path)
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
-    dataset = VideoDataset(Path(test_json), scenario["input"])
+    dataset = VideoDataset(Path(test_json), scenario["input"], image_root=image_root)
     count = len(dataset) if max_videos is None else min(len(dataset), max(0, int(max_videos)))
     # the delta list is truncated/padded to the model's groups inside predict_video (classifier.deltas_for_groups)
     deltas = list(scenario["logit_deltas"]) if model.method.logit_manipulation else None
