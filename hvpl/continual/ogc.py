@@ -195,9 +195,10 @@ def _check_memory_inputs(cfg: dict, prev: dict, step: int, prev_model, prev_basi
                         f"not '{scenario}'")
     if int(prev["step"]) != step - 1:
         raise HVPLError(f"{prev_model}: entry 'step' is {prev['step']}, the step-{step} memory needs step {step - 1}")
-    if (prev_basis is None) != (step == 1):
-        raise HVPLError(f"ogc-memory --step {step}: " + ("--prev-basis (step t-1's ogc_basis.pt) is required from "
-                                                         "step 2 on" if step > 1 else "step 1 has no --prev-basis"))
+    if step > 1 and prev_basis is None:
+        raise HVPLError(f"ogc-memory --step {step}: --prev-basis (step t-1's ogc_basis.pt) is required from step 2 on")
+    if step == 1 and prev_basis is not None:
+        raise HVPLError("ogc-memory --step 1: step 1 has no --prev-basis")
 
 
 def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=None, out, seed: int = 0,
