@@ -84,14 +84,36 @@ def test_split_of_a_given_dataset_depends_on_its_files(tmp_path):
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     assert "rule synthesize" not in out
-    split_block = out.split("rule split_synth_smoke:", 1)[1].split("\nrule ", 1)[0]
+    (split_block,) = rule_blocks(out, "split")
     assert f"input: {root / 'train.json'}" in split_block
     assert f"--data-root {root} " in split_block
 
 
-def test_coco_pseudo_video_files_are_split_outputs_and_training_inputs(tmp_path):
-    """With data.use_coco the split declares every coco_step{t}.json + coco_all.json, and each training step
-    depends on its own (a scenario file of its own: data.* cannot be overridden from the workflow config)."""
+def test_every_job_reading_split_files_depends_on_the_split_folder(tmp_path):
+    """The split rule's output is the scenario's folder (its number of files depends on the scenario); every
+    job that reads a split file lists the folder as input and names the file in its command."""
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    folder = "results/data/synth_smoke"
+    (split,) = rule_blocks(out, "split")
+    assert field(split, "output") == folder
+    assert f"--out {folder} " in split
+    readers = {"train": "--train-json", "ogc_memory": "--train-json", "evaluate": "--test-json",
+               "forgetting": "--classes"}
+    for rule, flag in readers.items():
+        blocks = rule_blocks(out, rule)
+        assert blocks, rule
+        for block in blocks:
+            assert folder in field(block, "input").split(", "), block
+            assert re.search(rf"{flag} {folder}/\w+\.json", block), block
+    (summary,) = rule_blocks(out, "summarize")
+    assert folder in field(summary, "input").split(", ")
+
+
+def test_a_scenario_kept_outside_the_repository_is_planned(tmp_path):
+    """$HVPL_CONFIG_DIR points the workflow at scenario files of one's own (here one training with COCO
+    pseudo-videos, whose files the split writes into the same folder)."""
     import shutil
 
     config_dir = tmp_path / "config"
@@ -104,19 +126,9 @@ def test_coco_pseudo_video_files_are_split_outputs_and_training_inputs(tmp_path)
                         env={"HVPL_CONFIG_DIR": str(config_dir)})
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
-    split = out.split("rule split_synth_coco:", 1)[1].split("\nrule ", 1)[0]
-    n = num_steps(scenario)
-    for name in [f"coco_step{t}.json" for t in range(n)] + ["coco_all.json"]:
-        assert f"results/data/synth_coco/{name}" in split
-    trains = [field(b, "input") for b in rule_blocks(out, "train")]
-    assert len(trains) == n + 1   # the shared step 0, steps 1.., joint's one step
-    for name in [f"coco_step{t}.json" for t in range(n)] + ["coco_all.json"]:
-        assert sum(f"results/data/synth_coco/{name}" in inputs for inputs in trains) == 1
-    assert all(("coco_all.json" in inputs) == ("train_all.json" in inputs) for inputs in trains)
-
-
-
-
+    assert job_counts(out) == expected_counts(["hvpl", "joint"])   # synth_smoke's steps
+    (split,) = rule_blocks(out, "split")
+    assert "--scenario synth_coco " in split and field(split, "output") == "results/data/synth_coco"
 
 
 def test_step_specific_overrides_reach_only_the_steps_that_read_them(tmp_path):

@@ -138,7 +138,7 @@ def test_resume_after_sigkill(smoke_run, tmp_path):
 def test_failing_job_stops_with_its_log_and_nothing_downstream(tmp_path):
     cfg = write_config(tmp_path / "fail.yaml", methods=["eclipse"])
     split = tmp_path / "results" / "data" / "synth_smoke"
-    target = "results/data/synth_smoke/classes.json"
+    target = "results/data/synth_smoke"   # the split rule's folder
     res = run_snakemake("--cores", "2", target, "--configfile", str(cfg), workdir=tmp_path)
     assert res.returncode == 0, res.stderr
     (split / "train_step0.json").write_text('{"videos": [')      # corrupt step-0 training data

@@ -73,7 +73,7 @@ def expected_counts(methods: list[str], scenario: str = "synth_smoke") -> dict:
     bases = {m.base_variant for m in incremental}
     counts = {
         "synthesize": 1,
-        f"split_{scenario.replace('-', '_')}": 1,
+        "split": 1,
         "train": len(bases) + len(incremental) * (n - 1) + sum(m.joint for m in ms),
         "share_step0": len(incremental),
         "ogc_memory": sum(m.ogc for m in incremental) * (n - 1),

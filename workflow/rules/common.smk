@@ -4,6 +4,7 @@
 # --configfile given) and the scenario YAML files in config/scenarios/.
 
 import os
+import re
 import shlex
 import socket
 import sys
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))  # the repository's hvpl package
 from hvpl.config import load_run_config, num_steps
 from hvpl.continual.growth import check_model_builds
 from hvpl.continual.methods import METHODS, get_method
-from hvpl.data.splits import coco_annotation_path, coco_file_name, coco_file_names
+from hvpl.data.splits import coco_annotation_path
 from hvpl.utils.errors import HVPLError
 
 
@@ -167,12 +168,9 @@ def generates_data(scenario):
     return SCENARIOS[scenario]["dataset"] == "synthetic" and not (config.get("data_roots") or {}).get(scenario)
 
 
-def split_files(scenario):
-    """Every file `hvpl split` writes for a scenario."""
-    d, n = split_dir(scenario), n_steps(scenario)
-    steps = [f"{d}/{kind}_step{t}.json" for t in range(n) for kind in ("train", "test")]
-    coco = [f"{d}/{name}" for name in coco_file_names(n)] if uses_coco(scenario) else []
-    return [f"{d}/classes.json", f"{d}/split_info.json", f"{d}/train_all.json", *steps, *coco]
+def split_file(scenario, name):
+    """A file inside the split rule's output folder (rules list the folder as input, the file in the command)."""
+    return f"{split_dir(scenario)}/{name}"
 
 
 def uses_coco(scenario):
@@ -248,18 +246,22 @@ def split_inputs(scenario):
 
 
 def train_inputs(wildcards):
-    """Step t's training JSON; for t >= 1 step t-1's model and (OGC methods) step t's basis."""
+    """The scenario's split; for t >= 1 step t-1's model and (OGC methods) step t's basis."""
     sc, t = wildcards.scenario, int(wildcards.step)
     method = method_of(wildcards.method)
-    name = "train_all.json" if method.joint else f"train_step{t}.json"
-    inputs = {"train_json": f"{split_dir(sc)}/{name}"}
-    if uses_coco(sc):
-        inputs["coco_json"] = f"{split_dir(sc)}/{coco_file_name(t, method.joint)}"
+    inputs = {"split": split_dir(sc)}
     if t >= 1 and not method.joint:
         inputs["prev_model"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t - 1)}/model_final.pth"
         if method.ogc:
             inputs["ogc_basis"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t)}/ogc_basis.pt"
     return inputs
+
+
+def train_json(wildcards):
+    """Step t's training JSON in the split (joint: every class's); `hvpl train` finds the step's COCO
+    pseudo-videos next to it."""
+    name = "train_all.json" if method_of(wildcards.method).joint else f"train_step{wildcards.step}.json"
+    return split_file(wildcards.scenario, name)
 
 
 def optional_args(input, **flags):
@@ -274,7 +276,7 @@ def ogc_inputs(wildcards):
     if t < 1:
         raise WorkflowError(f"ogc_memory: step {t} has no previous step")
     prev = step_dir(sc, wildcards.method, wildcards.seed, t - 1)
-    inputs = {"prev_model": f"{prev}/model_final.pth", "train_json": f"{split_dir(sc)}/train_step{t - 1}.json"}
+    inputs = {"prev_model": f"{prev}/model_final.pth", "split": split_dir(sc)}
     if t - 1 >= 1:
         inputs["prev_basis"] = f"{prev}/ogc_basis.pt"
     return inputs
@@ -291,17 +293,17 @@ def forgetting_inputs(wildcards):
     sc = wildcards.scenario
     metrics = [f"{step_dir(sc, wildcards.method, wildcards.seed, t)}/metrics.json"
                for t in run_steps(sc, wildcards.method)]
-    return {"metrics": metrics, "classes": f"{split_dir(sc)}/classes.json"}
+    return {"metrics": metrics, "split": split_dir(sc)}
 
 
 def summary_inputs():
-    """Every run's metrics, forgetting.json and training logs, and each scenario's split info."""
+    """Every run's metrics, forgetting.json and training logs, and each scenario's split."""
     files = []
     for sc, m, s in runs():
         files += run_outputs(sc, m, s)
         files += [f"{step_dir(sc, m, s, t)}/train_log.jsonl" for t in run_steps(sc, m)]
     for sc in SCENARIOS:
-        files += [f"{split_dir(sc)}/classes.json", f"{split_dir(sc)}/split_info.json"]
+        files.append(split_dir(sc))
     return files
 
 

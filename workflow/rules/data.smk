@@ -21,30 +21,28 @@ rule synthesize:
         "hvpl synth --scenario {wildcards.scenario} --out {params.root} {params.extra} > {log} 2>&1"
 
 
-# `hvpl split` writes a number of step files that depends on the scenario, so each configured scenario
-# gets its own split rule (split_<scenario>) listing them all as outputs.
-for _scenario in SCENARIOS:
-
-    rule:
-        name:
-            f"split_{_scenario.replace('-', '_').replace('.', '_')}"
-        input:
-            split_inputs(_scenario),
-        output:
-            split_files(_scenario),
-        params:
-            scenario=_scenario,
-            root=lambda wildcards, _sc=_scenario: data_root(_sc),
-            out=lambda wildcards, output: os.path.dirname(output[0]),
-            extra=split_args(_scenario),
-        resources:
-            **cluster_resources("split"),
-        log:
-            f"{LOGS}/{_scenario}/split.log",
-        benchmark:
-            f"{BENCH}/{_scenario}/split.tsv"
-        conda:
-            "../../envs/hvpl.yaml"
-        shell:
-            "hvpl split --scenario {params.scenario} --data-root {params.root} --out {params.out} "
-            "{params.extra} > {log} 2>&1"
+rule split:
+    """The class-incremental split of one scenario: its folder holds classes.json, split_info.json,
+    train_all.json, train_step{t}.json / test_step{t}.json per step (and with data.use_coco coco_step{t}.json,
+    coco_all.json). A directory output because the number of step files depends on the scenario; downstream
+    rules take the folder as input and name their file in the command."""
+    input:
+        lambda wildcards: split_inputs(wildcards.scenario),
+    output:
+        directory(split_dir("{scenario}")),
+    wildcard_constraints:
+        scenario="|".join(re.escape(sc) for sc in SCENARIOS),
+    params:
+        root=lambda wildcards: data_root(wildcards.scenario),
+        extra=lambda wildcards: split_args(wildcards.scenario),
+    resources:
+        **cluster_resources("split"),
+    log:
+        f"{LOGS}/{{scenario}}/split.log",
+    benchmark:
+        f"{BENCH}/{{scenario}}/split.tsv"
+    conda:
+        "../../envs/hvpl.yaml"
+    shell:
+        "hvpl split --scenario {wildcards.scenario} --data-root {params.root} --out {output} "
+        "{params.extra} > {log} 2>&1"

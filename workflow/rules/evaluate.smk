@@ -2,16 +2,17 @@
 
 
 rule evaluate:
-    """Step t's model over test_step{t}.json: predictions.json, then metrics.json with the per-task and
-    old/new breakdowns of classes.json."""
+    """Step t's model over the split's test_step{t}.json: predictions.json, then metrics.json with the
+    per-task and old/new breakdowns of the split's classes.json."""
     input:
         model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
-        test_json=f"{RESULTS}/data/{{scenario}}/test_step{{step}}.json",
-        classes=f"{RESULTS}/data/{{scenario}}/classes.json",
+        split=split_dir("{scenario}"),
     output:
         predictions=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/predictions.json",
         metrics=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/metrics.json",
     params:
+        test_json=lambda wildcards: split_file(wildcards.scenario, f"test_step{wildcards.step}.json"),
+        classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),
         compute=compute_args(),
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
@@ -23,7 +24,7 @@ rule evaluate:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "(hvpl predict --model {input.model} --test-json {input.test_json} --out {output.predictions} "
+        "(hvpl predict --model {input.model} --test-json {params.test_json} --out {output.predictions} "
         "{params.compute} --threads {threads} "
-        "&& hvpl evaluate --gt {input.test_json} --results {output.predictions} --out {output.metrics} "
-        "--classes {input.classes} --step {wildcards.step}) > {log} 2>&1"
+        "&& hvpl evaluate --gt {params.test_json} --results {output.predictions} --out {output.metrics} "
+        "--classes {params.classes} --step {wildcards.step}) > {log} 2>&1"

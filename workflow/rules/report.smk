@@ -7,6 +7,8 @@ rule forgetting:
         unpack(forgetting_inputs),
     output:
         f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/forgetting.json",
+    params:
+        classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),
     resources:
         **cluster_resources("forgetting"),
     log:
@@ -16,7 +18,7 @@ rule forgetting:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl forgetting --metrics {input.metrics} --classes {input.classes} --out {output} > {log} 2>&1"
+        "hvpl forgetting --metrics {input.metrics} --classes {params.classes} --out {output} > {log} 2>&1"
 
 
 rule summarize:

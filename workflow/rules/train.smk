@@ -16,6 +16,7 @@ rule train:
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
+        train_json=train_json,
         prev=lambda wildcards, input: optional_args(input, prev_model="prev-model", ogc_basis="ogc-basis"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         ckpt_dir=lambda wildcards: ckpt_dir(wildcards.scenario, wildcards.method, wildcards.seed, wildcards.step),
@@ -32,7 +33,7 @@ rule train:
         "../../envs/hvpl.yaml"
     shell:
         "{params.launch} {params.config} {params.compute} --step {wildcards.step} "
-        "--seed {wildcards.seed} --train-json {input.train_json} --out-dir {params.out_dir} {params.prev} "
+        "--seed {wildcards.seed} --train-json {params.train_json} --out-dir {params.out_dir} {params.prev} "
         "--ckpt-dir {params.ckpt_dir} > {log} 2>&1 "
         "|| {{ echo 'hvpl train failed, see the log: {log}' >&2; tail -n 20 {log} >&2; exit 1; }}"
 
@@ -68,6 +69,7 @@ rule ogc_memory:
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
+        train_json=lambda wildcards: split_file(wildcards.scenario, f"train_step{int(wildcards.step) - 1}.json"),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
@@ -81,5 +83,5 @@ rule ogc_memory:
         "../../envs/hvpl.yaml"
     shell:
         "hvpl ogc-memory {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
-        "--seed {wildcards.seed} --prev-model {input.prev_model} --train-json {input.train_json} "
+        "--seed {wildcards.seed} --prev-model {input.prev_model} --train-json {params.train_json} "
         "{params.prev} --out {output} > {log} 2>&1"
