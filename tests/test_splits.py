@@ -26,6 +26,25 @@ def make_dataset(video_cats=VIDEO_CATS, length=2):
     return {"videos": videos, "annotations": anns, "categories": cats}
 
 
+def write_frames(frames: Path, data: dict) -> None:
+    """A frame file of the video's size for every file name of ``data``."""
+    from PIL import Image
+
+    for v in data["videos"]:
+        for name in v["file_names"]:
+            (frames / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (v["width"], v["height"])).save(frames / name)
+
+
+def write_dataset(ds_root: Path, data: dict | None = None) -> dict:
+    """train.json + its frames in the YouTube-VIS layout under ``ds_root``."""
+    data = make_dataset() if data is None else data
+    (ds_root / "train" / "JPEGImages").mkdir(parents=True)
+    (ds_root / "train.json").write_text(json.dumps(data))
+    write_frames(ds_root / "train" / "JPEGImages", data)
+    return data
+
+
 def scenario(**kw):
     sc = {"name": "toy", "dataset": "synthetic", "num_classes": 4, "base": 2, "increment": 1,
           "class_order": None, "split": {"test_ratio": 0.4, "seed": 0}}
@@ -36,8 +55,7 @@ def scenario(**kw):
 @pytest.fixture
 def root(tmp_path):
     r = tmp_path / "data"
-    (r / "train" / "JPEGImages").mkdir(parents=True)
-    (r / "train.json").write_text(json.dumps(make_dataset()))
+    write_dataset(r)
     return r
 
 
@@ -123,9 +141,7 @@ def test_scenario_split_deterministic(root, tmp_path):
 
 def test_paper_split_files(tmp_path):
     ds_root = tmp_path / "ytvis_2019"
-    (ds_root / "train" / "JPEGImages").mkdir(parents=True)
-    data = make_dataset()
-    (ds_root / "train.json").write_text(json.dumps(data))
+    data = write_dataset(ds_root)
     split = tmp_path / "split_dataset" / "YouTube-2019"
     split.mkdir(parents=True)
     test_vids = {2, 5, 6, 11}
@@ -139,6 +155,9 @@ def test_paper_split_files(tmp_path):
     assert set(info["test_video_ids"]) == test_vids
     te = load(tmp_path / "out" / "test_step2.json")
     assert {v["id"] for v in te["videos"]} == test_vids
+    (ds_root / "train" / "JPEGImages" / "v2" / "0.jpg").unlink()   # a test video's frame: named by its file
+    with pytest.raises(HVPLError, match=r"test_split.json: video 2: frame file .*v2/0.jpg not found"):
+        make_scenario_split(scenario(dataset="ytvis_2019"), tmp_path, tmp_path / "out2", seed=None)
 
 
 def test_split_errors(root, tmp_path):
@@ -149,10 +168,28 @@ def test_split_errors(root, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_bad_frames_stop_the_split_before_any_file(root, tmp_path):
+    """A missing frame, one of another size than its video, an unreadable one: the split names the JSON, the
+    video and the frame, and writes nothing."""
+    frames = root / "train" / "JPEGImages"
+    out = tmp_path / "out"
+    (frames / "v5" / "1.jpg").unlink()
+    with pytest.raises(HVPLError, match=r"train.json: video 5: frame file .*v5/1.jpg not found"):
+        make_scenario_split(scenario(), root, out, seed=0)
+    from PIL import Image
+
+    Image.new("RGB", (4, 5)).save(frames / "v5" / "1.jpg")
+    with pytest.raises(HVPLError, match=r"train.json: video 5: frame .*v5/1.jpg is 5x4, the video says 3x4"):
+        make_scenario_split(scenario(), root, out, seed=0)
+    (frames / "v5" / "1.jpg").write_bytes(b"not an image")
+    with pytest.raises(HVPLError, match=r"train.json: video 5: cannot read frame .*v5/1.jpg"):
+        make_scenario_split(scenario(), root, out, seed=0)
+    assert not out.exists()
+
+
 def test_coco_step_files(tmp_path):
     ds_root = tmp_path / "ytvis_2019"
-    (ds_root / "train" / "JPEGImages").mkdir(parents=True)
-    (ds_root / "train.json").write_text(json.dumps(make_dataset()))
+    write_dataset(ds_root)
     coco_dir = tmp_path / "coco"
     (coco_dir / "annotations").mkdir(parents=True)
     (coco_dir / "train2017").mkdir()

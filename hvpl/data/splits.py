@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvpl.data.ytvis import filter_classes, load_ytvis, resolve_layout, video_classes
+from hvpl.data.ytvis import check_frames, filter_classes, load_ytvis, resolve_layout, video_classes
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log
@@ -209,6 +209,16 @@ def check_dataset_categories(data: dict, dataset: str, source: str) -> None:
         log(f"warning: {source}: {len(differ)} category names differ from categories.json ({examples})")
 
 
+def _check_split_frames(data: dict, frames: Path, train_ids, test_ids, source: list[str]) -> None:
+    """Every frame of the split's videos exists and has its video's size, before any file is written (so a bad
+    frame stops the split, not a training step hours later). Errors name the annotation file the video is in."""
+    n = sum(len(v["file_names"]) for v in data["videos"])
+    log(f"checking the {n} frames of {len(data['videos'])} videos under {frames} (existence and size)")
+    parts = [(set(train_ids), source[0]), (set(test_ids), source[-1])]
+    for ids, where in parts:
+        check_frames({"videos": [v for v in data["videos"] if v["id"] in ids]}, frames, where, sizes=True)
+
+
 def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:
     """Split ``scenario``'s dataset under ``data_root`` into the per-step files in ``out_dir``.
 
@@ -235,6 +245,7 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
                                                  str(layout.train_json))
         log(f"{scenario['name']}: no paper split files; re-split {layout.train_json} with seed {seed} "
             f"into {len(train_ids)} train / {len(test_ids)} test videos")
+    _check_split_frames(data, layout.train_frames, train_ids, test_ids, source)
     steps = step_classes(order, scenario["base"], scenario["increment"])
     files = _step_files(data, order, steps, train_ids, test_ids, out_dir,
                         _rel_image_root(layout.train_frames, out_dir))

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from hvpl.data.masks import check_segmentation
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
@@ -153,12 +155,27 @@ def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os
     return root if root.is_absolute() else Path(json_path).resolve().parent / root
 
 
-def check_frames(data: dict, frames_root: Path, path: str | os.PathLike) -> None:
-    """Raise HVPLError naming the JSON, the video and the first missing frame file under ``frames_root``."""
+def check_frames(data: dict, frames_root: Path, path: str | os.PathLike, sizes: bool = False) -> None:
+    """Raise HVPLError naming the JSON, the video and the first missing frame file under ``frames_root``;
+    with ``sizes`` also the first frame whose size (read from its header, not decoded) is not the video's."""
     for v in data["videos"]:
         for name in v["file_names"]:
-            if not (frames_root / name).is_file():
-                raise HVPLError(f"{path}: video {v['id']}: frame file {frames_root / name} not found")
+            frame = frames_root / name
+            if not frame.is_file():
+                raise HVPLError(f"{path}: video {v['id']}: frame file {frame} not found")
+            if sizes:
+                _check_frame_size(frame, v, path)
+
+
+def _check_frame_size(frame: Path, video: dict, path) -> None:
+    try:
+        with Image.open(frame) as im:
+            width, height = im.size
+    except OSError as exc:
+        raise HVPLError(f"{path}: video {video['id']}: cannot read frame {frame} ({exc})") from exc
+    if (height, width) != (video["height"], video["width"]):
+        raise HVPLError(f"{path}: video {video['id']}: frame {frame} is {height}x{width}, the video says "
+                        f"{video['height']}x{video['width']}")
 
 
 def load_ytvis(path: str | os.PathLike, *, frames: bool = False, image_root: str | os.PathLike | None = None,
