@@ -207,6 +207,21 @@ def test_invalid_config_stops_before_any_job(tmp_path, change, key):
     assert not made & {"results", "resources", "logs"}, made
 
 
+@pytest.mark.parametrize("target, message", [
+    ("results/synth_smoke/hvpl/seed0/step5/metrics.json", "synth_smoke/hvpl: no step 5 (its steps: 0, 1, 2)"),
+    ("results/synth_smoke/joint/seed0/step0/metrics.json", "synth_smoke/joint: no step 0 (its steps: 2)"),
+    ("results/no_such/hvpl/seed0/step1/metrics.json", "scenario 'no_such' is not configured"),
+    pytest.param("results/synth_smoke/hvpl/seed0/step3/ogc_basis.pt", "synth_smoke/hvpl: no step 3",
+                 marks=pytest.mark.slow),
+    pytest.param("results/synth_smoke/_base_joint/seed0/step0/model_final.pth", "no method trains a shared step 0",
+                 marks=pytest.mark.slow),
+])
+def test_a_target_the_config_cannot_make_stops_the_plan_naming_it(tmp_path, target, message):
+    res = run_snakemake("-n", target, "--configfile", str(SMOKE), workdir=tmp_path)
+    assert res.returncode != 0
+    assert message in res.stdout + res.stderr, res.stderr[-2000:]
+
+
 def test_documented_smoke_command_parses():
     """pipeline.md's exact `snakemake --cores 2 --configfile config/smoke.yaml all` (argparse gives `all` to
     --configfile; the empty config file `all` at the root makes that harmless and `all` the default target)."""

@@ -96,7 +96,12 @@ METHOD_NAMES = list(dict.fromkeys(config["methods"]))
 
 def base_method(variant):
     """The method whose name trains the shared step 0 of a base variant (first in registry order)."""
-    return next(m.name for m in METHODS.values() if m.base_variant == variant and not m.joint)
+    names = [m.name for m in METHODS.values() if m.base_variant == variant and not m.joint]
+    if not names:
+        variants = sorted({m.base_variant for m in METHODS.values() if not m.joint})
+        raise WorkflowError(f"{BASE_PREFIX}{variant}: no method trains a shared step 0 of variant '{variant}' "
+                            f"(variants: {', '.join(variants)})")
+    return names[0]
 
 
 def method_of(name):
@@ -114,6 +119,24 @@ def run_steps(scenario, method):
     """Step indices a run has: every step, or only the final one for joint training."""
     n = n_steps(scenario)
     return [n - 1] if get_method(method).joint else list(range(n))
+
+
+def check_target(wildcards, step=None):
+    """A requested file outside what the config can make (a scenario not configured, a step the scenario does
+    not have, joint at a step other than its one) stops the plan with a message naming it, instead of a
+    traceback in an input function or jobs that fail later."""
+    sc = wildcards.scenario
+    if sc not in SCENARIOS:
+        raise WorkflowError(f"scenario '{sc}' is not configured (config scenarios: {', '.join(SCENARIOS)})")
+    method = method_of(wildcards.method)
+    step = int(wildcards.step) if "step" in wildcards.keys() else step
+    if step is not None:
+        n = n_steps(sc)
+        allowed = [n - 1] if method.joint else list(range(n))
+        if step not in allowed:
+            raise WorkflowError(f"{sc}/{wildcards.method}: no step {step} (its steps: "
+                                f"{', '.join(map(str, allowed))})")
+    return method
 
 
 def runs():
@@ -248,7 +271,7 @@ def split_inputs(scenario):
 def train_inputs(wildcards):
     """The scenario's split; for t >= 1 step t-1's model and (OGC methods) step t's basis."""
     sc, t = wildcards.scenario, int(wildcards.step)
-    method = method_of(wildcards.method)
+    method = check_target(wildcards)
     inputs = {"split": split_dir(sc)}
     if t >= 1 and not method.joint:
         inputs["prev_model"] = f"{step_dir(sc, wildcards.method, wildcards.seed, t - 1)}/model_final.pth"
@@ -273,6 +296,7 @@ def optional_args(input, **flags):
 def ogc_inputs(wildcards):
     """Step t-1's model and training data, and step t-1's basis when t-1 >= 1."""
     sc, t = wildcards.scenario, int(wildcards.step)
+    check_target(wildcards)
     if t < 1:
         raise WorkflowError(f"ogc_memory: step {t} has no previous step")
     prev = step_dir(sc, wildcards.method, wildcards.seed, t - 1)
@@ -284,13 +308,22 @@ def ogc_inputs(wildcards):
 
 def base_step0(wildcards):
     """The shared step 0 of this method's base variant."""
+    check_target(wildcards, step=0)
     variant = get_method(wildcards.method).base_variant
     d = step_dir(wildcards.scenario, BASE_PREFIX + variant, wildcards.seed, 0)
     return {"model": f"{d}/model_final.pth", "train_log": f"{d}/train_log.jsonl"}
 
 
+def evaluate_inputs(wildcards):
+    """Step t's model and the scenario's split."""
+    check_target(wildcards)
+    return {"model": f"{step_dir(wildcards.scenario, wildcards.method, wildcards.seed, wildcards.step)}/"
+                     "model_final.pth", "split": split_dir(wildcards.scenario)}
+
+
 def forgetting_inputs(wildcards):
     sc = wildcards.scenario
+    check_target(wildcards)
     metrics = [f"{step_dir(sc, wildcards.method, wildcards.seed, t)}/metrics.json"
                for t in run_steps(sc, wildcards.method)]
     return {"metrics": metrics, "split": split_dir(sc)}

@@ -5,8 +5,7 @@ rule evaluate:
     """Step t's model over the split's test_step{t}.json: predictions.json, then metrics.json with the
     per-task and old/new breakdowns of the split's classes.json."""
     input:
-        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
-        split=split_dir("{scenario}"),
+        unpack(evaluate_inputs),
     output:
         predictions=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/predictions.json",
         metrics=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/metrics.json",
