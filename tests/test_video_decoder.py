@@ -102,16 +102,21 @@ def test_prompt_group_init_and_reference():
         dec(inputs(1, 1, 3, 5)[0], vmf[:1], 1)
 
 
-def test_base_clip_queries_on_prompt_frames_use_mean_key_position():
-    """Methods without video prompts feed a P-query frame group to the base clip queries."""
+@pytest.mark.parametrize("num_prompts", [2, 16])   # 16 = the base frame-query count of tiny.yaml
+def test_base_clip_queries_on_prompt_frames_use_mean_key_position(num_prompts):
+    """Methods without video prompts feed a P-query frame group to the base clip queries: the key positions are
+    the mean fq_pos whatever P is, also when P equals the base count."""
     torch.manual_seed(0)
     dec = VideoDecoder(tiny_cfg(), context=False)
-    fq, vmf = inputs(1, 1, 3, 2, seed=4)
-    out = dec(fq, vmf, 0)
-    mean_pos = dec.fq_pos.weight.mean(0).expand(2, -1)
+    fq, vmf = inputs(1, 1, 3, num_prompts, seed=4)
+    out = dec(fq, vmf, 0, prompt_input=True)
+    mean_pos = dec.fq_pos.weight.mean(0).expand(num_prompts, -1)
     q, _ = ref_decoder(dec, fq[0], vmf, dec.query_feat.weight, [dec.query_embed.weight] * dec.num_layers,
                        mean_pos, dec.mask_embed)
     torch.testing.assert_close(out["queries"][-1, 0], q, atol=1e-5, rtol=1e-4)
+    if num_prompts != dec.fq_pos.weight.shape[0]:
+        with pytest.raises(ValueError, match="prompt_input=True"):   # base frame queries of the wrong count
+            dec(fq, vmf, 0)
 
 
 @pytest.mark.parametrize("enc_layers", [0, 1])

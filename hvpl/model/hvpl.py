@@ -151,7 +151,7 @@ class HVPLModel(nn.Module):
         fq = fq.reshape(n_layers, b, t, *fq.shape[2:])
         vmf = self.video_decoder.project_mask_features(pix["video_mask_source"])
         vmf = vmf.reshape(b, t, *vmf.shape[1:])
-        vid = self.video_decoder(fq, vmf, self.video_group(self.train_group))
+        vid = self.video_decoder(fq, vmf, self.video_group(self.train_group), prompt_input=self.train_group > 0)
         return {"frame": self._frame_outputs(group_out), "video": self._video_outputs(vid)}
 
     # ------------------------------------------------------------- inference
@@ -178,7 +178,7 @@ class HVPLModel(nn.Module):
         frame_queries, vmf = self.encode_frames(frames, groups)
         results = []
         for k, fq in zip(groups, frame_queries):
-            vid = self.video_decoder(fq[None, None], vmf[None], self.video_group(k))
+            vid = self.video_decoder(fq[None, None], vmf[None], self.video_group(k), prompt_input=k > 0)
             logits = self.video_classifier(vid["queries"][-1, -1, 0])
             results.append({"pred_logits": logits, "pred_masks": vid["masks"][-1, -1, 0], "task": k})
         return results

@@ -75,17 +75,20 @@ class VideoDecoder(nn.Module):
         self.prompts.append(group)
         return group
 
-    def group_queries(self, group: int, num_frame_queries: int):
+    def group_queries(self, group: int, num_frame_queries: int, prompt_input: bool = False):
         """-> (content (Qv, C), L_dec positions (Qv, C), frame-query key positions (Qf, C), mask MLP).
 
-        Group 0 = base clip queries. When group 0 is fed a frame prompt group (methods without video prompts)
-        its Qf differs from the base count and the key positions are the mean ``fq_pos`` for every token.
+        Group 0 = base clip queries. When group 0 is fed a frame prompt group (``prompt_input``: methods without
+        video prompts) the key positions are the mean ``fq_pos`` for every token, whatever their number.
         """
         if group == 0:
             pos = self.query_embed.weight
             key_pos = self.fq_pos.weight
-            if num_frame_queries != key_pos.shape[0]:
+            if prompt_input:
                 key_pos = key_pos.mean(0, keepdim=True).expand(num_frame_queries, -1)
+            elif num_frame_queries != key_pos.shape[0]:
+                raise ValueError(f"the base clip queries expect {key_pos.shape[0]} base frame queries, got "
+                                 f"{num_frame_queries} (a frame prompt group needs prompt_input=True)")
             return self.query_feat.weight, [pos] * self.num_layers, key_pos, self.mask_embed
         if not 1 <= group <= len(self.prompts):
             raise IndexError(f"video decoder has no query group {group} (groups 0..{len(self.prompts)})")
@@ -105,16 +108,18 @@ class VideoDecoder(nn.Module):
         x = self.input_proj(frame_queries).reshape(lyr * b, t, qf, c)
         return self.context_encoder(x).reshape(lyr, b, t, qf, c)
 
-    def forward(self, frame_queries: torch.Tensor, video_mask_features: torch.Tensor, group: int) -> dict:
+    def forward(self, frame_queries: torch.Tensor, video_mask_features: torch.Tensor, group: int,
+                prompt_input: bool = False) -> dict:
         """frame_queries: (L, B, T, Qf, C), the frame decoder's normed outputs of ONE frame query group for L
-        frame-decoder layers; video_mask_features: (B, T, C, h, w) (from :meth:`project_mask_features`).
+        frame-decoder layers; video_mask_features: (B, T, C, h, w) (from :meth:`project_mask_features`);
+        ``prompt_input``: that frame group is a prompt group (see :meth:`group_queries`).
 
         Returns {"queries": (D, L, B, Qv, C) normed clip-query outputs, "masks": (D, L, B, Qv, T, h, w),
         "fq_embed": (L, B, T, Qf, C), "cq_embed": (D, L, B, Qv, C)}; D = dec_layers in training, 1 (the last
         clip-decoder layer) in eval mode.
         """
         lyr, b, t, qf, c = frame_queries.shape
-        content, pos_per_layer, key_pos, mask_embed = self.group_queries(group, qf)
+        content, pos_per_layer, key_pos, mask_embed = self.group_queries(group, qf, prompt_input)
         encoded = self.encode(frame_queries)
         fq_embed = self.sim_embed_frame(encoded)
         memory = encoded.reshape(lyr * b, t * qf, c)
