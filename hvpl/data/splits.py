@@ -22,7 +22,7 @@ import numpy as np
 from hvpl.data.ytvis import check_frames, filter_classes, load_ytvis, resolve_layout, video_classes
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
-from hvpl.utils.logging import log
+from hvpl.utils.logging import log, progress
 
 
 def class_order(scenario: dict, categories: list[dict], where: str) -> list[int]:
@@ -212,11 +212,12 @@ def check_dataset_categories(data: dict, dataset: str, source: str) -> None:
 def _check_split_frames(data: dict, frames: Path, train_ids, test_ids, source: list[str]) -> None:
     """Every frame of the split's videos exists and has its video's size, before any file is written (so a bad
     frame stops the split, not a training step hours later). Errors name the annotation file the video is in."""
-    n = sum(len(v["file_names"]) for v in data["videos"])
-    log(f"checking the {n} frames of {len(data['videos'])} videos under {frames} (existence and size)")
-    parts = [(set(train_ids), source[0]), (set(test_ids), source[-1])]
-    for ids, where in parts:
-        check_frames({"videos": [v for v in data["videos"] if v["id"] in ids]}, frames, where, sizes=True)
+    where = {**{vid: source[0] for vid in train_ids}, **{vid: source[-1] for vid in test_ids}}
+    videos = [v for v in data["videos"] if v["id"] in where]
+    n = sum(len(v["file_names"]) for v in videos)
+    log(f"checking the {n} frames of {len(videos)} videos under {frames} (existence and size)")
+    for v in progress(videos, total=len(videos), desc="split: frame check"):
+        check_frames({"videos": [v]}, frames, where[v["id"]], sizes=True)
 
 
 def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:
