@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
-# A CPU build of PyTorch on machines without CUDA; on a CUDA machine pip resolves torch normally.
-TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo "torch>=2.2"; else echo "torch==2.13.0"; fi)
+# PyTorch: 2.13.0 on machines without CUDA (here a CPU build from the local index); on a CUDA machine any
+# torch >= 2.4 pip resolves. Override for a given CUDA build / driver, e.g.
+#   make install TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo "torch>=2.4"; else echo "torch==2.13.0"; fi)
+PIP_EXTRA  ?=
 
 .PHONY: install test test-slow test-slurm run smoke bench gpu-check lint clean
 
@@ -13,7 +16,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 

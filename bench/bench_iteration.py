@@ -59,7 +59,10 @@ class _Timed:
         self.times: list[float] = []
         self.phases: dict[str, list[float]] = {p: [] for p in PHASES}
         self.trunk_times: list[float] = []   # backbone + pixel decoder forward, per timed iteration
-        self.peak_bytes = 0                   # CUDA: peak allocated memory over the timed iterations
+        # CUDA: this step's peak memory over the timed iterations, as if it ran alone: its resident state
+        # (model + optimizer) plus its iteration's peak above what was allocated before it (the other step's
+        # trainer is resident on the same GPU during the round-robin, so max_memory_allocated alone overstates).
+        self.peak_bytes = 0
         self._trunk_acc = 0.0
         self._time_trunk()
         self.it = 0
@@ -94,16 +97,27 @@ class _Timed:
         self._trunk_acc = 0.0
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
         self.trainer.train_iteration(self.it, mark)
         self.it += 1
         if record:
             self.times.append(self._now() - start)
             self.trunk_times.append(self._trunk_acc)
             if self.cuda:
-                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated())
+                own = _resident_bytes(self.model, self.trainer.optimizer)
+                self.peak_bytes = max(self.peak_bytes, own + torch.cuda.max_memory_allocated() - before)
 
     def phase_medians(self) -> dict[str, float]:
         return {p: statistics.median(v) for p, v in self.phases.items()}
+
+
+def _resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the model's parameters, gradients and buffers and of the optimizer's state (each storage once)."""
+    tensors = list(model.parameters()) + [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += list(model.buffers())
+    tensors += [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
 
 
 def _as_prev(cfg, model, plan_classes, class_order) -> dict:

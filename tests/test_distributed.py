@@ -30,6 +30,18 @@ def test_resolve_device():
             resolve_device("cuda")
 
 
+def test_a_fixed_gpu_index_is_refused_for_several_processes(monkeypatch):
+    """--device cuda:N under torchrun would put every process on GPU N (NCCL then fails on duplicate GPUs)."""
+    from hvpl.engine.distributed import init_distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(HVPLError, match="--device cuda:0 would put all 2 processes on one GPU"):
+        init_distributed("cuda:0")
+
+
 def test_global_batches_do_not_depend_on_the_number_of_processes():
     bs = 4
     for it in range(5):

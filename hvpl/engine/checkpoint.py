@@ -45,10 +45,11 @@ def fingerprint(*parts: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- RNG states
 def rng_state() -> dict:
-    """Every global RNG this process uses: python, numpy, torch CPU and (when initialised) CUDA."""
+    """Every global RNG this process uses: python, numpy, torch CPU and (when initialised) its current CUDA
+    device's (only that one: a step resumed with another number of visible GPUs restores it all the same)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -57,7 +58,7 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 # -------------------------------------------------------------------------------------------- save / load

@@ -58,6 +58,9 @@ def init_distributed(device: str | torch.device = "cpu") -> DistInfo:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     dev = resolve_device(device, local_rank if world > 1 else 0)
+    if world > 1 and dev.type == "cuda" and torch.device(device).index is not None:
+        raise HVPLError(f"--device {device} would put all {world} processes on one GPU; use --device cuda "
+                        "(process i then uses GPU LOCAL_RANK)")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = False
