@@ -11,7 +11,12 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# config/config.yaml is the default configuration; --configfile FILE replaces it rather than being merged into
+# it (Snakemake's merge would carry e.g. the default's overrides or data_roots into another config's runs).
+# Keys a file leaves out take the schema's defaults.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -131,6 +131,23 @@ def test_a_scenario_kept_outside_the_repository_is_planned(tmp_path):
     assert "--scenario synth_coco " in split and field(split, "output") == "results/data/synth_coco"
 
 
+def test_a_configfile_replaces_the_default_config(tmp_path):
+    """--configfile FILE is the whole config (keys it leaves out take the schema's defaults): nothing of
+    config/config.yaml (here overrides and data_roots of another scenario) reaches its runs."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump({
+        "scenarios": ["synth_4-2"], "methods": ["hvpl"], "seeds": [5], "device": "cpu", "results_dir": "elsewhere",
+        "overrides": {"synth_4-2": {"scenario.train.inc_iters": 7}}, "data_roots": {"synth_4-2": "/no/such"}}))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({"scenarios": ["synth_smoke"], "methods": ["hvpl"]}))
+    res = run_snakemake("-n", "all", "--configfile", str(mine), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert job_counts(out) == expected_counts(["hvpl"])
+    assert "--set" not in out and "synth_4-2" not in out and "elsewhere" not in out
+    assert "results/synth_smoke/hvpl/seed0/step2/metrics.json" in out   # defaults: seeds [0], results_dir results
+
+
 def test_step_specific_overrides_reach_only_the_steps_that_read_them(tmp_path):
     """A changed inc_iters must not rerun (so not reach) step 0, nor step0_iters the incremental steps."""
     cfg = write_config(tmp_path / "o.yaml", methods=["hvpl", "joint"], overrides={"synth_smoke": {
