@@ -27,6 +27,12 @@ def config_dir() -> Path:
     return Path(os.environ.get("HVPL_CONFIG_DIR", REPO_CONFIG_DIR))
 
 
+def config_dirs() -> list[Path]:
+    """Where scenario and model files are looked up, in order: ``$HVPL_CONFIG_DIR`` (if set), then the
+    repository's ``config/`` (so a folder of one's own scenarios still finds the shipped models and scenarios)."""
+    return list(dict.fromkeys([config_dir(), REPO_CONFIG_DIR]))
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -44,11 +50,13 @@ def _resolve(name_or_path: str, kind: str) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
         return candidate
-    path = config_dir() / kind / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in (config_dir() / kind).glob("*.yaml"))
-        raise HVPLError(f"unknown {kind[:-1]} '{name_or_path}' (no {path}); known: {', '.join(known)}")
-    return path
+    paths = [d / kind / f"{name_or_path}.yaml" for d in config_dirs()]
+    for path in paths:
+        if path.is_file():
+            return path
+    known = sorted({p.stem for d in config_dirs() for p in (d / kind).glob("*.yaml")})
+    raise HVPLError(f"unknown {kind[:-1]} '{name_or_path}' (no {' or '.join(map(str, paths))}); "
+                    f"known: {', '.join(known)}")
 
 
 REQUIRED_SCENARIO_KEYS = ("name", "dataset", "num_classes", "base", "increment", "model", "prompts_per_task",
@@ -108,6 +116,10 @@ def load_scenario(name_or_path: str) -> dict:
     path = _resolve(name_or_path, "scenarios")
     scenario = load_yaml(path)
     check_scenario(scenario, str(path))
+    if scenario["name"] != path.stem:
+        # results, split files and checkpoints are named after `name`: a copied file keeping its old name
+        # would run (and record) the other scenario's name
+        raise HVPLError(f"{path}: entry 'name' is '{scenario['name']}'; it must be the file name '{path.stem}'")
     return scenario
 
 
@@ -125,10 +137,20 @@ def set_by_path(cfg: dict, dotted: str, value: Any) -> None:
     if keys[-1] not in node:
         raise HVPLError(f"--set {dotted}: unknown key '{keys[-1]}'")
     current = node[keys[-1]]
+    if isinstance(current, float) and not isinstance(current, bool) and isinstance(value, str):
+        value = _yaml11_float(value)
     if not _same_kind(current, value):
         raise HVPLError(f"--set {dotted}={value!r}: expected {_kind_name(current)} like the current value "
                         f"{current!r}")
     node[keys[-1]] = value
+
+
+def _yaml11_float(text: str) -> float | str:
+    """``1e-4`` as a number: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _kind_name(value: Any) -> str:

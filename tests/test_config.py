@@ -84,3 +84,30 @@ def test_cli_reports_a_model_config_that_cannot_be_built():
                           "--set", "model.hidden_dim=7"], capture_output=True, text=True)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "model config 'tiny' cannot be built: ValueError: num_channels (7)" in res.stderr
+
+
+def test_a_scenario_name_must_be_its_file_name(tmp_path):
+    """Results, split files and checkpoints are named after `name`: a copied file keeping the old name is refused."""
+    scenario = yaml.safe_load((config_dir() / "scenarios" / "synth_smoke.yaml").read_text())
+    path = tmp_path / "synth_3-3.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    with pytest.raises(HVPLError, match=r"synth_3-3.yaml: entry 'name' is 'synth_smoke'; it must be the file name"):
+        load_scenario(str(path))
+
+
+def test_own_config_folder_adds_to_the_shipped_one(tmp_path, monkeypatch):
+    """$HVPL_CONFIG_DIR with only a scenario of one's own still finds the shipped models and scenarios."""
+    scenario = yaml.safe_load((config_dir() / "scenarios" / "synth_smoke.yaml").read_text())
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "mine.yaml").write_text(yaml.safe_dump(dict(scenario, name="mine")))
+    monkeypatch.setenv("HVPL_CONFIG_DIR", str(tmp_path))
+    assert load_run_config("mine")["model"]["name"] == "tiny"
+    assert load_run_config("synth_4-2")["scenario"]["name"] == "synth_4-2"
+    with pytest.raises(HVPLError, match=r"unknown scenario 'nope'.*known: .*mine.*synth_smoke"):
+        load_run_config("nope")
+
+
+def test_exponent_without_a_dot_is_a_number():
+    """PyYAML reads 1e-4 as a string; where a number is expected it is taken as one."""
+    cfg = load_run_config("synth_smoke", "hvpl", None, ["scenario.train.lr=1e-4"])
+    assert cfg["scenario"]["train"]["lr"] == pytest.approx(1e-4)

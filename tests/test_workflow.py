@@ -124,6 +124,12 @@ def test_a_scenario_kept_outside_the_repository_is_planned(tmp_path):
     cfg = write_config(tmp_path / "coco.yaml", scenarios=["synth_coco"], methods=["hvpl", "joint"])
     res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path,
                         env={"HVPL_CONFIG_DIR": str(config_dir)})
+    # copied from synth_smoke, its data.root still names synth_smoke's generated data
+    assert res.returncode != 0 and "data.root is resources/synth/synth_smoke" in res.stdout + res.stderr
+    scenario["data"]["root"] = "resources/synth/synth_coco"
+    (config_dir / "scenarios" / "synth_coco.yaml").write_text(yaml.safe_dump(scenario))
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path,
+                        env={"HVPL_CONFIG_DIR": str(config_dir)})
     assert res.returncode == 0, res.stderr
     out = res.stdout + res.stderr
     assert job_counts(out) == expected_counts(["hvpl", "joint"])   # synth_smoke's steps

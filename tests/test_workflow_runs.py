@@ -16,7 +16,7 @@ import yaml
 from hvpl.config import load_scenario, num_steps
 from hvpl.continual.methods import METHODS
 
-from workflow_helpers import (METRIC_COLUMNS, RUN_TIMEOUT_S, SMOKE, SUMMARY_COLUMNS, file_digest, read_summary,
+from workflow_helpers import (METRIC_COLUMNS, REPO, RUN_TIMEOUT_S, SMOKE, SUMMARY_COLUMNS, file_digest, read_summary,
                              run_snakemake, snakemake_cmd, snakemake_env, write_config)
 
 
@@ -84,6 +84,34 @@ def test_rerun_after_completion_starts_no_job(smoke_run):
     assert "Nothing to be done" in out, out
     assert "rule train" not in out and "localrule" not in out
     assert {p: (p.stat().st_mtime_ns, file_digest(p)) for p in models} == models
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("edit, reruns", [
+    # an incremental-only setting: steps >= 1 (and their OGC memories), not the shared step 0 nor the split
+    (lambda sc: sc["train"].update(inc_iters=sc["train"]["inc_iters"] + 1), {"train", "ogc_memory"}),
+    # a data-side key: the split (Snakemake names the first reason only: the jobs after it are planned because
+    # their input, the split, is redone, step 0 included)
+    (lambda sc: sc.update(class_order=list(range(sc["num_classes"], 0, -1))), {"split"}),
+])
+def test_editing_the_scenario_file_reruns_what_reads_the_change(smoke_run, tmp_path, edit, reruns):
+    """The scenario file, edited (here a copy found first through $HVPL_CONFIG_DIR): a dry run plans the jobs
+    whose settings changed, with "params changed" as the reason."""
+    workdir, _ = smoke_run
+    scenario = yaml.safe_load((REPO / "config" / "scenarios" / "synth_smoke.yaml").read_text())
+    edit(scenario)
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "synth_smoke.yaml").write_text(yaml.safe_dump(scenario))
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=workdir,
+                        env={"HVPL_CONFIG_DIR": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
+    changed = {re.match(r"(?:local)?rule (\w+):", b).group(1) for b in blocks
+               if re.match(r"(?:local)?rule \w+:", b) and re.search(r"reason: .*[Pp]arams have changed", b)}
+    assert changed == reruns, out[-3000:]
+    step0 = [b for b in out.split("\nrule ") if b.startswith("train:") and "--step 0 " in b]
+    assert bool(step0) == ("split" in reruns)
 
 
 def _interrupted_step(run: Path, step: int) -> bool:

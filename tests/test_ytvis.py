@@ -123,5 +123,14 @@ def test_layout_errors(tmp_path, monkeypatch):
         resolve_layout("ovis")
     with pytest.raises(HVPLError, match="no train.json"):
         resolve_layout("ytvis_2021", tmp_path)
-    with pytest.raises(HVPLError, match="unknown dataset"):
+    with pytest.raises(HVPLError, match="dataset 'kitti': no train.json"):
         resolve_layout("kitti", tmp_path)
+
+
+def test_a_dataset_of_ones_own_has_the_youtube_vis_layout(tmp_path):
+    (tmp_path / "mydata" / "train" / "JPEGImages").mkdir(parents=True)
+    (tmp_path / "mydata" / "train.json").write_text("{}")
+    for root in (tmp_path, tmp_path / "mydata"):      # the folder holding it, or the dataset folder itself
+        lay = resolve_layout("mydata", root)
+        assert lay.train_json == tmp_path / "mydata" / "train.json"
+        assert lay.train_frames == tmp_path / "mydata" / "train" / "JPEGImages" and lay.split_files is None

@@ -46,7 +46,7 @@ def _dataset_root(name: str, data_root: str | os.PathLike | None) -> Path:
             raise HVPLError(f"dataset '{name}': no data root given and DATASETS_ROOT is not set")
         data_root = env
     root = Path(data_root)
-    nested = root / DATASET_DIRS[name]
+    nested = root / DATASET_DIRS.get(name, name)
     if not _annotation_candidates(name, root) and nested.is_dir():
         return nested
     return root
@@ -63,9 +63,8 @@ def resolve_layout(name: str, data_root: str | os.PathLike | None = None) -> Dat
     """Find ``name``'s train annotations, frame folder and paper split files under ``data_root`` (or $DATASETS_ROOT).
 
     ``data_root`` may be the dataset folder itself or the folder that holds ``ytvis_2019/``, ``ovis/``, ....
+    A dataset of one's own (any other name) has the YouTube-VIS layout, in ``data_root`` or ``data_root/<name>``.
     """
-    if name not in DATASET_DIRS:
-        raise HVPLError(f"unknown dataset '{name}'; known: {', '.join(DATASET_DIRS)}")
     root = _dataset_root(name, data_root)
     found = _annotation_candidates(name, root)
     if not found:

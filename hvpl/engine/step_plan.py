@@ -43,6 +43,37 @@ def new_class_ids(train_json: Path, step: int, joint: bool) -> list[int]:
     return [c["id"] for c in read_json(train_json).get("categories", [])]
 
 
+# Model-config sections that do not shape the network (read by the criterion / at inference / only at step 0).
+NOT_ARCHITECTURE = ("name", "loss", "inference", "backbone.weights")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_prev_settings(cfg: dict, prev: dict) -> None:
+    """Step t >= 1 rebuilds the network from step t-1's file, so this run's scenario, prompts per task and model
+    architecture must be that file's: a different ``--set model.*`` / ``--model`` would be recorded but not used."""
+    where, scenario, before = prev["_path"], cfg["scenario"], prev["scenario"]
+    if before.get("name") != scenario["name"]:
+        raise HVPLError(f"{where}: a model of scenario '{before.get('name')}', not '{scenario['name']}'")
+    if before.get("prompts_per_task") != scenario["prompts_per_task"]:
+        raise HVPLError(f"{where}: prompts_per_task is {before.get('prompts_per_task')} there, "
+                        f"{scenario['prompts_per_task']} here; the model's settings come from step 0")
+    mine, theirs = (
+        {k: v for k, v in _flat(m).items() if not k.startswith(NOT_ARCHITECTURE)}
+        for m in (cfg["model"], prev["model_config"]))
+    differ = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"model.{k}: {theirs.get(k)} there, {mine.get(k)} here" for k in differ[:4])
+        raise HVPLError(f"{where}: {shown}; the network is rebuilt from the previous step, so --model / "
+                        "--set model.* must be the same at every step (loss and inference settings may differ)")
+
+
 def make_plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> StepPlan:
     from hvpl.config import classes_per_step, num_steps
 
@@ -61,6 +92,7 @@ def make_plan(cfg: dict, step: int, train_json: Path, prev: dict | None) -> Step
             raise HVPLError(f"step {step} of '{method.name}' needs --prev-model (step {step - 1}'s model_final.pth)")
         if int(prev["step"]) != step - 1:
             raise HVPLError(f"{prev['_path']}: entry 'step' is {prev['step']}, step {step} needs step {step - 1}")
+        check_prev_settings(cfg, prev)
         cpt, order = list(prev["classes_per_task"]) + [len(new)], list(prev["class_order"]) + list(new)
     expected = [scenario["num_classes"]] if method.joint else classes_per_step(scenario)[:step + 1]
     if cpt != expected:

@@ -3,6 +3,8 @@
 # Nothing here runs a job. Everything is computed once at parse time from config/config.yaml (or the
 # --configfile given) and the scenario YAML files in config/scenarios/.
 
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -60,7 +62,7 @@ def _override_items(scenario):
 
 
 def _load_scenarios():
-    """{name: effective scenario dict} for every configured scenario (overrides applied)."""
+    """{name: effective run config {"scenario", "model", ...}} for every configured scenario (overrides applied)."""
     loaded = {}
     for name in config["scenarios"]:
         sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
@@ -75,7 +77,7 @@ def _load_scenarios():
                 check_model_builds(cfg)
             except HVPLError as exc:
                 config_error(f"overrides.{name}", str(exc))
-        loaded[name] = cfg["scenario"]
+        loaded[name] = cfg
     return loaded
 
 
@@ -89,7 +91,8 @@ def _check_per_scenario_keys():
 
 
 _check_per_scenario_keys()
-SCENARIOS = _load_scenarios()
+RUN_CONFIGS = _load_scenarios()
+SCENARIOS = {name: cfg["scenario"] for name, cfg in RUN_CONFIGS.items()}
 SEEDS = [int(s) for s in config["seeds"]]
 METHOD_NAMES = list(dict.fromkeys(config["methods"]))
 
@@ -187,8 +190,22 @@ def data_root(scenario):
 
 
 def generates_data(scenario):
-    """True when the workflow synthesises this scenario's dataset itself."""
+    """True when the workflow synthesises this scenario's dataset itself (synthetic, no `data_roots` entry)."""
     return SCENARIOS[scenario]["dataset"] == "synthetic" and not (config.get("data_roots") or {}).get(scenario)
+
+
+def _check_synthetic_roots():
+    """A generated dataset's data.root (what a hand-run `hvpl split` reads) must be where the workflow generates
+    it: a file copied from another synthetic scenario would otherwise name that scenario's data."""
+    for name in SCENARIOS:
+        root = (SCENARIOS[name].get("data") or {}).get("root")
+        if generates_data(name) and root and os.path.normpath(root) != synth_root(name):
+            raise WorkflowError(f"scenario '{name}' (synthetic): data.root is {root}, but the workflow generates "
+                                f"its data in {synth_root(name)}; set data.root to that folder, or give data made "
+                                f"before in the config's data_roots")
+
+
+_check_synthetic_roots()
 
 
 def split_file(scenario, name):
@@ -231,6 +248,35 @@ def hvpl_config_args(scenario, method, step):
         flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         args += ["--set", f"{key}={flow}"]
     return " ".join(shlex.quote(a) for a in args)
+
+
+# Settings read from the scenario and model files, as params: editing a file reruns the jobs that read what
+# changed (Snakemake's params trigger), as an override in the config does. Data-side keys rerun the split (and so
+# everything); the rest reruns training from the first step whose command reads it.
+SPLIT_KEYS = ("name", "dataset", "num_classes", "base", "increment", "class_order", "split", "data")
+
+
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def synth_settings(wildcards):
+    sc = SCENARIOS[wildcards.scenario]
+    return _digest([sc["num_classes"], sc.get("synthetic")])
+
+
+def split_settings(wildcards):
+    sc = SCENARIOS[wildcards.scenario]
+    return _digest({k: sc.get(k) for k in SPLIT_KEYS})
+
+
+def train_settings(wildcards):
+    """Scenario (less the synthetic data and the keys this step does not read) and model settings."""
+    cfg, m = RUN_CONFIGS[wildcards.scenario], method_of(wildcards.method)
+    unused = INCREMENTAL_ONLY if int(wildcards.step) == 0 or m.joint else FIRST_STEP_ONLY
+    scenario = {k: v for k, v in cfg["scenario"].items() if k != "synthetic"}
+    scenario["train"] = {k: v for k, v in scenario["train"].items() if f"scenario.train.{k}" not in unused}
+    return _digest([scenario, cfg["model"]])
 
 
 def compute_args():

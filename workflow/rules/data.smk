@@ -9,6 +9,7 @@ rule synthesize:
     params:
         root=lambda wildcards, output: os.path.dirname(output.json),
         extra=synth_args,
+        settings=synth_settings,  # the scenario file's synthetic section: an edit regenerates
     resources:
         **cluster_resources("synthesize"),
     log:
@@ -35,6 +36,7 @@ rule split:
     params:
         root=lambda wildcards: data_root(wildcards.scenario),
         extra=lambda wildcards: split_args(wildcards.scenario),
+        settings=split_settings,  # the scenario file's data-side keys: an edit re-splits
     resources:
         **cluster_resources("split"),
     log:

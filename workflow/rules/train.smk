@@ -16,6 +16,7 @@ rule train:
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
+        settings=train_settings,  # scenario + model file settings this step reads: an edit retrains
         train_json=train_json,
         prev=lambda wildcards, input: optional_args(input, prev_model="prev-model", ogc_basis="ogc-basis"),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
@@ -69,6 +70,7 @@ rule ogc_memory:
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
+        settings=train_settings,
         train_json=lambda wildcards: split_file(wildcards.scenario, f"train_step{int(wildcards.step) - 1}.json"),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
     threads: 1  # per-rule threads come from the profile (set-threads)
