@@ -14,8 +14,9 @@ from hvpl.utils.errors import HVPLError
 def _add_run_config_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--scenario", required=True, help="scenario name in config/scenarios/ or a YAML path")
     if method:
-        p.add_argument("--method", default="hvpl", help="hvpl, hvpl_no_ogc, hvpl_no_video_prompts, "
-                       "hvpl_no_context, eclipse, finetune, joint")
+        from hvpl.continual.methods import METHODS
+
+        p.add_argument("--method", default="hvpl", help=", ".join(METHODS))
     p.add_argument("--model", default=None, help="model size in config/models/ (default: the scenario's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. scenario.train.inc_iters=50 (repeatable)")
