@@ -61,8 +61,11 @@ def test_dry_run_lists_the_smoke_jobs(tmp_path):
 
 
 def test_dry_run_of_the_default_config(tmp_path):
-    # in an empty working directory, so that results already in the repository do not change the plan
-    res = run_snakemake("-n", "all", "--configfile", str(REPO / "config" / "config.yaml"), workdir=tmp_path)
+    """As `make run` starts it: no --configfile, so config/config.yaml of the working directory (a copy in an empty
+    one, so that results already in the repository do not change the plan)."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((REPO / "config" / "config.yaml").read_text())
+    res = run_snakemake("-n", "all", workdir=tmp_path)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     assert cfg["scenarios"] == ["synth_4-2"] and cfg["seeds"] == [0]
