@@ -158,18 +158,25 @@ def test_a_configfile_replaces_the_default_config(tmp_path):
 
 
 def test_step_specific_overrides_reach_only_the_steps_that_read_them(tmp_path):
-    """A changed inc_iters must not rerun (so not reach) step 0, nor step0_iters the incremental steps."""
+    """A changed inc_iters must not rerun (so not reach) step 0 or the OGC memory, nor step0_iters the
+    incremental steps; the OGC memory gets only the keys it reads."""
     cfg = write_config(tmp_path / "o.yaml", methods=["hvpl", "joint"], overrides={"synth_smoke": {
-        "scenario.train.inc_iters": 7, "scenario.train.step0_iters": 9, "scenario.train.lr": 0.001}})
+        "scenario.train.inc_iters": 7, "scenario.train.step0_iters": 9, "scenario.train.lr": 0.001,
+        "scenario.train.ogc_samples": 5}})
     res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path)
     assert res.returncode == 0, res.stderr
-    for block in rule_blocks(res.stdout + res.stderr, "train") + rule_blocks(res.stdout + res.stderr,
-                                                                                 "ogc_memory"):
+    for block in rule_blocks(res.stdout + res.stderr, "train"):
         cmd = block.split("Shell command: ", 1)[-1]
         first = "--step 0 " in cmd or "joint" in field(block, "output")
         assert "scenario.train.lr=0.001" in cmd
         assert ("scenario.train.step0_iters=9" in cmd) == first, cmd
         assert ("scenario.train.inc_iters=7" in cmd) == (not first), cmd
+    memories = rule_blocks(res.stdout + res.stderr, "ogc_memory")
+    assert memories
+    for block in memories:
+        cmd = block.split("Shell command: ", 1)[-1]
+        assert "scenario.train.ogc_samples=5" in cmd
+        assert "inc_iters" not in cmd and "step0_iters" not in cmd and "scenario.train.lr" not in cmd, cmd
 
 
 def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):

@@ -88,8 +88,10 @@ def test_rerun_after_completion_starts_no_job(smoke_run):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("edit, reruns", [
-    # an incremental-only setting: steps >= 1 (and their OGC memories), not the shared step 0 nor the split
-    (lambda sc: sc["train"].update(inc_iters=sc["train"]["inc_iters"] + 1), {"train", "ogc_memory"}),
+    # an incremental-only setting: steps >= 1, not the shared step 0, the split or the OGC memories
+    (lambda sc: sc["train"].update(inc_iters=sc["train"]["inc_iters"] + 1), {"train"}),
+    # an OGC setting: the memories (steps >= 1 then retrain because their basis input is redone)
+    (lambda sc: sc["train"].update(ogc_samples=sc["train"]["ogc_samples"] + 1), {"ogc_memory", "train"}),
     # a data-side key: the split (Snakemake names the first reason only: the jobs after it are planned because
     # their input, the split, is redone, step 0 included)
     (lambda sc: sc.update(class_order=list(range(sc["num_classes"], 0, -1))), {"split"}),

@@ -234,15 +234,20 @@ INCREMENTAL_ONLY = ("scenario.train.inc_iters", "scenario.train.frames_inc", "sc
                     "scenario.train.ogc_samples")
 
 
-def hvpl_config_args(scenario, method, step):
-    """`--scenario/--method/--model/--set` arguments of `hvpl train` / `hvpl ogc-memory` for step ``step``."""
+# What `hvpl ogc-memory` reads of the scenario (the network comes from step t-1's file).
+OGC_READS = ("scenario.train.ogc_", "scenario.input.", "model.")
+
+
+def hvpl_config_args(scenario, method, step, ogc=False):
+    """`--scenario/--method/--model/--set` arguments of `hvpl train` (or, ``ogc``, `hvpl ogc-memory`) for step
+    ``step``: only the overrides that command reads at that step."""
     m = method_of(method)
     args = ["--scenario", scenario, "--method", m.name]
     if config.get("model"):
         args += ["--model", config["model"]]
     unused = INCREMENTAL_ONLY if int(step) == 0 or m.joint else FIRST_STEP_ONLY
     for key, value in _override_items(scenario):
-        if key in unused:
+        if key in unused or (ogc and not key.startswith(OGC_READS)):
             continue
         flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         args += ["--set", f"{key}={flow}"]
@@ -276,6 +281,12 @@ def train_settings(wildcards):
     scenario = {k: v for k, v in cfg["scenario"].items() if k != "synthetic"}
     scenario["train"] = {k: v for k, v in scenario["train"].items() if f"scenario.train.{k}" not in unused}
     return _digest([scenario, cfg["model"]])
+
+
+def ogc_settings(wildcards):
+    """What the OGC memory reads of the scenario file: the test-size input and the ogc_* training keys."""
+    sc = SCENARIOS[wildcards.scenario]
+    return _digest([sc["input"], {k: v for k, v in sc["train"].items() if k.startswith("ogc_")}])
 
 
 def compute_args():

@@ -68,9 +68,9 @@ rule ogc_memory:
     output:
         f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/ogc_basis.pt",
     params:
-        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
+        config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step, ogc=True),
         compute=compute_args(),
-        settings=train_settings,
+        settings=ogc_settings,
         train_json=lambda wildcards: split_file(wildcards.scenario, f"train_step{int(wildcards.step) - 1}.json"),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
     threads: 1  # per-rule threads come from the profile (set-threads)
