@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hvpl.data.ytvis import check_frames, filter_classes, load_ytvis, resolve_layout, video_classes
+from hvpl.data.ytvis import check_video_frames, filter_classes, load_ytvis, resolve_layout, video_classes
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log, progress
@@ -217,7 +217,7 @@ def _check_split_frames(data: dict, frames: Path, train_ids, test_ids, source: l
     n = sum(len(v["file_names"]) for v in videos)
     log(f"checking the {n} frames of {len(videos)} videos under {frames} (existence and size)")
     for v in progress(videos, total=len(videos), desc="split: frame check"):
-        check_frames({"videos": [v]}, frames, where[v["id"]], sizes=True)
+        check_video_frames(v, frames, where[v["id"]], sizes=True)
 
 
 def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:

@@ -154,16 +154,21 @@ def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os
     return root if root.is_absolute() else Path(json_path).resolve().parent / root
 
 
-def check_frames(data: dict, frames_root: Path, path: str | os.PathLike, sizes: bool = False) -> None:
-    """Raise HVPLError naming the JSON, the video and the first missing frame file under ``frames_root``;
-    with ``sizes`` also the first frame whose size (read from its header, not decoded) is not the video's."""
+def check_frames(data: dict, frames_root: Path, path: str | os.PathLike) -> None:
+    """Raise HVPLError naming the JSON, the video and the first missing frame file under ``frames_root``."""
     for v in data["videos"]:
-        for name in v["file_names"]:
-            frame = frames_root / name
-            if not frame.is_file():
-                raise HVPLError(f"{path}: video {v['id']}: frame file {frame} not found")
-            if sizes:
-                _check_frame_size(frame, v, path)
+        check_video_frames(v, frames_root, path)
+
+
+def check_video_frames(video: dict, frames_root: Path, path: str | os.PathLike, sizes: bool = False) -> None:
+    """:func:`check_frames` for one video; with ``sizes`` also the first frame whose size (read from its header,
+    not decoded) is not the video's."""
+    for name in video["file_names"]:
+        frame = frames_root / name
+        if not frame.is_file():
+            raise HVPLError(f"{path}: video {video['id']}: frame file {frame} not found")
+        if sizes:
+            _check_frame_size(frame, video, path)
 
 
 def _check_frame_size(frame: Path, video: dict, path) -> None:

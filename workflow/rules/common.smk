@@ -60,12 +60,16 @@ def _override_items(scenario):
     return list(items.items())
 
 
+def set_item(key, value):
+    """`KEY=VALUE` for `hvpl --set`, the value in YAML flow style (as the config wrote it)."""
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
 def _load_scenarios():
     """{name: effective run config {"scenario", "model", ...}} for every configured scenario (overrides applied)."""
     loaded = {}
     for name in config["scenarios"]:
-        sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for k, v in _override_items(name)]
+        sets = [set_item(k, v) for k, v in _override_items(name)]
         try:
             cfg = load_run_config(name, "hvpl", config.get("model"), sets)
         except HVPLError as exc:
@@ -120,7 +124,7 @@ def n_steps(scenario):
 def run_steps(scenario, method):
     """Step indices a run has: every step, or only the final one for joint training."""
     n = n_steps(scenario)
-    return [n - 1] if get_method(method).joint else list(range(n))
+    return [n - 1] if method_of(method).joint else list(range(n))
 
 
 def check_target(wildcards, step=None):
@@ -133,8 +137,7 @@ def check_target(wildcards, step=None):
     method = method_of(wildcards.method)
     step = int(wildcards.step) if "step" in wildcards.keys() else step
     if step is not None:
-        n = n_steps(sc)
-        allowed = [n - 1] if method.joint else list(range(n))
+        allowed = run_steps(sc, wildcards.method)
         if step not in allowed:
             raise WorkflowError(f"{sc}/{wildcards.method}: no step {step} (its steps: "
                                 f"{', '.join(map(str, allowed))})")
@@ -238,19 +241,22 @@ INCREMENTAL_ONLY = ("scenario.train.inc_iters", "scenario.train.frames_inc", "sc
 OGC_READS = ("scenario.train.ogc_", "scenario.input.", "model.")
 
 
+def unused_keys(method, step):
+    """The step-specific keys step ``step`` of ``method`` does not read."""
+    return INCREMENTAL_ONLY if int(step) == 0 or method_of(method).joint else FIRST_STEP_ONLY
+
+
 def hvpl_config_args(scenario, method, step, ogc=False):
     """`--scenario/--method/--model/--set` arguments of `hvpl train` (or, ``ogc``, `hvpl ogc-memory`) for step
     ``step``: only the overrides that command reads at that step."""
-    m = method_of(method)
-    args = ["--scenario", scenario, "--method", m.name]
+    args = ["--scenario", scenario, "--method", method_of(method).name]
     if config.get("model"):
         args += ["--model", config["model"]]
-    unused = INCREMENTAL_ONLY if int(step) == 0 or m.joint else FIRST_STEP_ONLY
+    unused = unused_keys(method, step)
     for key, value in _override_items(scenario):
         if key in unused or (ogc and not key.startswith(OGC_READS)):
             continue
-        flow = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        args += ["--set", f"{key}={flow}"]
+        args += ["--set", set_item(key, value)]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -276,8 +282,7 @@ def split_settings(wildcards):
 
 def train_settings(wildcards):
     """Scenario (less the synthetic data and the keys this step does not read) and model settings."""
-    cfg, m = RUN_CONFIGS[wildcards.scenario], method_of(wildcards.method)
-    unused = INCREMENTAL_ONLY if int(wildcards.step) == 0 or m.joint else FIRST_STEP_ONLY
+    cfg, unused = RUN_CONFIGS[wildcards.scenario], unused_keys(wildcards.method, wildcards.step)
     scenario = {k: v for k, v in cfg["scenario"].items() if k != "synthetic"}
     scenario["train"] = {k: v for k, v in scenario["train"].items() if f"scenario.train.{k}" not in unused}
     return _digest([scenario, cfg["model"]])
