@@ -22,9 +22,13 @@ def _add_run_config_args(p: argparse.ArgumentParser, method: bool = True) -> Non
                    help="override a config key, e.g. scenario.train.inc_iters=50 (repeatable)")
 
 
-def _add_compute_args(p: argparse.ArgumentParser) -> None:
+def _add_compute_args(p: argparse.ArgumentParser, workers: bool = False) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    if workers:
+        p.add_argument("--workers", type=int, default=None,
+                       help="data-loading processes per training/inference process; results do not depend on it "
+                            "(default: 0 on CPU, on CUDA the process's threads - 1, at most 4)")
 
 
 def _run_config(args):
@@ -91,7 +95,7 @@ def cmd_train(args):
 
     train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
                prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
-               device=args.device, threads=args.threads)
+               device=args.device, threads=args.threads, workers=args.workers)
 
 
 def cmd_ogc_memory(args):
@@ -106,7 +110,7 @@ def cmd_predict(args):
     from hvpl.engine.predict import predict
 
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
-            threads=args.threads, max_videos=args.max_videos,
+            threads=args.threads, workers=args.workers, max_videos=args.max_videos,
             image_root=Path(args.image_root).resolve() if args.image_root else None)
 
 
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train step T of one (scenario, method, seed)")
     _add_run_config_args(p)
-    _add_compute_args(p)
+    _add_compute_args(p, workers=True)
     p.add_argument("--step", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-json", required=True)
@@ -179,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ogc_memory)
 
     p = sub.add_parser("predict", help="a trained step over its test JSON -> YouTube-VIS results")
-    _add_compute_args(p)
+    _add_compute_args(p, workers=True)
     p.add_argument("--model", dest="model_path", required=True)
     p.add_argument("--test-json", required=True)
     p.add_argument("--out", required=True)

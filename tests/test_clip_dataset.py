@@ -9,7 +9,7 @@ from PIL import Image
 
 from hvpl.data.clip_dataset import ClipDataset, VideoDataset, collate_clips
 from hvpl.data.masks import decode_segmentation
-from hvpl.data.transforms import ClipTransform, apply_to_masks, resize_shape, sample_clip_transform
+from hvpl.data.transforms import ClipTransform, apply_to_images, apply_to_masks, resize_shape, sample_clip_transform
 from hvpl.utils.errors import HVPLError
 
 T, RANGE = 3, 1
@@ -114,6 +114,27 @@ def test_transform_helpers():
     expected = torch.zeros(8, 6, dtype=torch.bool)
     expected[:4, 4:] = True  # column 1 of the crop -> 2 columns after x2, flipped to the right edge
     assert torch.equal(out[0, 0], expected) and not out[0, 1].any()
+
+
+def test_uint8_frames_transform_like_float_frames():
+    """Frames are resized as uint8 (fast path): within one level per resize of the float resize; masks exact."""
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (2, 40, 60, 3), dtype=torch.uint8, generator=gen).permute(0, 3, 1, 2)
+    masks = torch.rand(3, 2, 40, 60, generator=gen) > 0.6
+    for tf, levels in ((ClipTransform(None, None, (40, 60), True), 0),     # no resize: exact
+                       (ClipTransform(None, None, (24, 36), False), 1),
+                       (ClipTransform((50, 75), (3, 5, 40, 50), (32, 40), True), 2)):
+        fast, slow = apply_to_images(frames, tf), apply_to_images(frames.float(), tf)
+        assert fast.dtype == torch.float32 and fast.shape == slow.shape == (2, 3, *tf.size)
+        assert (fast - slow).abs().max() <= levels + 1e-3
+        assert (fast == fast.round()).all() and fast.min() >= 0 and fast.max() <= 255
+        by_float = torch.nn.functional.interpolate(masks.float(), size=tf.pre_size, mode="nearest") > 0.5 \
+            if tf.pre_size else masks
+        if tf.crop:
+            y0, x0, ch, cw = tf.crop
+            by_float = by_float[..., y0:y0 + ch, x0:x0 + cw]
+        by_float = torch.nn.functional.interpolate(by_float.float(), size=tf.size, mode="nearest") > 0.5
+        assert torch.equal(apply_to_masks(masks, tf), by_float.flip(-1) if tf.flip else by_float)
 
 
 def test_video_dataset(tiny_split_dir, tiny_scenario):

@@ -186,6 +186,18 @@ def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny
     assert _states_equal(a["model"], b["model"])
 
 
+def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_split_dir, tmp_path):
+    cfg = _cfg("hvpl", "scenario.train.inc_iters=4")
+    basis_path, _ = _basis(tmp_path, cfg)
+    kw = dict(prev_model=step0_model, ogc_basis=basis_path)
+    train_json = tiny_split_dir / "train_step1.json"
+    main = tmp_path / "main" / "step1"
+    tr.train_step(cfg, step=1, train_json=train_json, out_dir=main, seed=3, workers=0, **kw)
+    a, b, _, _ = _train_pair(cfg, 1, train_json, tmp_path / "workers", crash_at=3, workers=2, **kw)
+    ref = load_model_file(main / tr.FINAL_NAME)["model"]
+    assert _states_equal(ref, a["model"]) and _states_equal(ref, b["model"])
+
+
 def test_clip_seed_distinguishes_every_coordinate():
     seeds = {tr.clip_seed(s, t, i, k) for s in range(2) for t in range(2) for i in range(3) for k in range(3)}
     assert len(seeds) == 36

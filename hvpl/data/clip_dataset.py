@@ -47,12 +47,13 @@ def load_frame(path: Path, height: int, width: int, json_path) -> np.ndarray:
 
 
 def load_frames(root: Path, video: dict, indices, json_path) -> torch.Tensor:
-    """Frames ``indices`` of ``video`` -> float (T, 3, H, W), 0..255 (each distinct file read once)."""
+    """Frames ``indices`` of ``video`` -> uint8 (T, 3, H, W) in channels-last memory (each distinct file read
+    once)."""
     cache = {}
     for t in indices:
         if t not in cache:
             cache[t] = load_frame(root / video["file_names"][t], video["height"], video["width"], json_path)
-    return torch.from_numpy(np.stack([cache[t] for t in indices])).permute(0, 3, 1, 2).float()
+    return torch.from_numpy(np.stack([cache[t] for t in indices])).permute(0, 3, 1, 2)
 
 
 class _VISJson:

@@ -6,6 +6,7 @@ t-1 and by OGC's memory collection).
 from __future__ import annotations
 
 import copy
+from contextlib import closing
 from pathlib import Path
 
 import torch
@@ -67,13 +68,15 @@ def rebuild_model(ckpt: dict, method=None):
 
 
 def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | None = None,
-            max_videos: int | None = None, image_root=None) -> list[dict]:
+            workers: int | None = None, max_videos: int | None = None, image_root=None) -> list[dict]:
     """Run the model of ``model_path`` over every video of ``test_json`` (at most ``max_videos``) and write
     ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list.
     Frames are read from ``image_root``, else the JSON's ``image_root`` entry (the split writes one; an official
-    valid/test file has none)."""
+    valid/test file has none). ``workers``: processes reading videos ahead (None: hvpl.engine.loader's default
+    for the device)."""
     from hvpl.data.clip_dataset import VideoDataset
     from hvpl.engine.distributed import resolve_device
+    from hvpl.engine.loader import default_workers, iterate_items
     from hvpl.model.inference import predict_video
 
     if threads:
@@ -89,10 +92,11 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     topk = int(scenario["detections_per_video"])
     results: list[dict] = []
     autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
-    with torch.no_grad(), autocast:
-        for i in progress(range(count), total=count, desc="predict"):
-            item = dataset[i]
-            item = dict(item, images=item["images"].to(dev))
+    workers = default_workers(dev, threads) if workers is None else int(workers)
+    videos = iterate_items(dataset, count, workers=workers, pin_memory=dev.type == "cuda")
+    with torch.no_grad(), autocast, closing(videos):
+        for item in progress(videos, total=count, desc="predict"):
+            item = dict(item, images=item["images"].to(dev, non_blocking=True))
             results.extend(predict_video(model, item, deltas, topk, class_order=ckpt["class_order"]))
     atomic_write_json(out, results, indent=None)
     log(f"{out}: {len(results)} detections on {count} videos")

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,11 +29,12 @@ import torch
 
 from hvpl.continual.methods import Method, get_method
 from hvpl.engine import checkpoint as ckpt_mod
-from hvpl.engine.batching import pad_clips, split_outputs
+from hvpl.engine.batching import split_outputs
 from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, barrier, distributed_context,
-                                     local_draws, unwrap, wrap_model)
+                                     unwrap, wrap_model)
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.init_weights import describe_init
+from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_batch
 from hvpl.engine.predict import load_model_file
 from hvpl.engine.step_plan import StepPlan, build_step_model, plan_step
 from hvpl.utils.errors import HVPLError
@@ -87,13 +89,13 @@ class StepTrainer:
     """The training loop of one step (built by :func:`train_step`)."""
 
     def __init__(self, cfg: dict, plan: StepPlan, model, dataset, info: DistInfo, *, seed: int, out_dir: Path,
-                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str):
+                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str, workers: int = 0):
         from hvpl.model.criterion import SetCriterion
 
         self.cfg, self.plan, self.info, self.seed = cfg, plan, info, seed
         self.train_cfg = cfg["scenario"]["train"]
         self.out_dir, self.ckpt_dir, self.fingerprint = out_dir, ckpt_dir, fingerprint
-        self.dataset = dataset
+        self.dataset, self.workers = dataset, workers
         self.model = model
         self.criterion = SetCriterion(cfg["model"]["loss"], sum(plan.classes_per_task)).to(info.device)
         self.optimizer = build_optimizer(model, self.train_cfg)
@@ -139,20 +141,19 @@ class StepTrainer:
         atomic_write_text(self.ckpt_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in self.state.log_lines))
 
     # ---------------------------------------------------------------------------------- one iteration
-    def _load_batch(self, it: int) -> tuple[list[int], list[dict]]:
-        draws = local_draws(it, int(self.train_cfg["batch_size"]), self.info)
-        clips = [self.dataset[d] for _, d in draws]
-        return [slot for slot, _ in draws], clips
+    def _pad_value(self) -> torch.Tensor:
+        return unwrap(self.ddp).pixel_mean.flatten().cpu()
 
-    def _losses(self, it: int, slots: list[int], clips: list[dict]) -> dict[str, torch.Tensor]:
+    def _losses(self, it: int, batch: Batch) -> dict[str, torch.Tensor]:
         """Forward + per-clip criterion; the terms averaged over the local clips."""
         dev = self.info.device
-        images = pad_clips(clips, unwrap(self.ddp).pixel_mean.flatten().cpu()).to(dev, non_blocking=True)
-        targets = [{k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in c.items() if k != "images"}
-                   for c in clips]
+        images = batch.images.to(dev, non_blocking=True)
+        targets = [{k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+                   for t in batch.targets]
         with self.autocast:
             outputs = self.ddp(images)
         terms: dict[str, torch.Tensor] = {}
+        slots = batch.slots
         per_clip = split_outputs(outputs, len(slots), images.shape[1])
         for j, slot in enumerate(slots):
             gen = torch.Generator(device=dev).manual_seed(clip_seed(self.seed, self.plan.step, it, slot))
@@ -171,13 +172,15 @@ class StepTrainer:
                             f"{_format_terms(values)}")
         return values
 
-    def train_iteration(self, it: int, mark: Callable[[str], None] | None = None) -> dict[str, float]:
-        """One iteration; ``mark(phase)`` (benchmarks) is called after "load", "forward" (model + criterion),
-        "backward" and "update" (OGC, clipping, AdamW, schedule)."""
+    def train_iteration(self, it: int, mark: Callable[[str], None] | None = None,
+                        batch: Batch | None = None) -> dict[str, float]:
+        """One iteration on ``batch`` (None: read iteration ``it``'s here); ``mark(phase)`` (benchmarks) is called
+        after "load", "forward" (model + criterion), "backward" and "update" (OGC, clipping, AdamW, schedule)."""
         mark = mark or _no_mark
-        slots, clips = self._load_batch(it)
+        if batch is None:
+            batch = read_batch(self.dataset, it, int(self.train_cfg["batch_size"]), self.info, self._pad_value())
         mark("load")
-        terms = self._losses(it, slots, clips)
+        terms = self._losses(it, batch)
         loss = sum(terms.values())
         values = self._check_finite(it, loss, terms)
         mark("forward")
@@ -194,19 +197,25 @@ class StepTrainer:
 
     # ---------------------------------------------------------------------------------- loop
     def run(self, after_iteration: Callable[[int], None] | None = None) -> None:
-        iters = self.plan.iters
-        log_period = max(1, int(self.train_cfg.get("log_period", 1)))
-        ckpt_period = int(self.train_cfg.get("checkpoint_period", 0) or 0)
-        start = self.state.iteration
-        st = self.state
+        """Iterations from the resumed one to the step's last; ``after_iteration(i)`` after iteration i."""
+        iters, start = self.plan.iters, self.state.iteration
         self.ddp.train()
         steps = range(start, iters)
         if self.info.is_main:
             steps = progress(steps, total=iters - start, desc=f"train step {self.plan.step}")
+        batches = iterate_batches(self.dataset, int(self.train_cfg["batch_size"]), self.info, start, iters,
+                                  workers=self.workers, pad_value=self._pad_value())
+        with closing(batches):
+            self._loop(steps, batches, after_iteration)
+
+    def _loop(self, steps, batches, after_iteration) -> None:
+        st, iters = self.state, self.plan.iters
+        log_period = max(1, int(self.train_cfg.get("log_period", 1)))
+        ckpt_period = int(self.train_cfg.get("checkpoint_period", 0) or 0)
         for it in steps:
             lr = max(g["lr"] for g in self.optimizer.param_groups)
             tic = time.perf_counter()
-            values = self.train_iteration(it)
+            values = self.train_iteration(it, batch=next(batches))
             st.train_seconds += time.perf_counter() - tic
             st.iteration = it + 1
             for k, v in values.items():
@@ -250,10 +259,12 @@ def _set_threads(threads: int | None) -> None:
 
 
 def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, ogc_basis=None, ckpt_dir=None,
-               seed: int = 0, device: str = "cpu", threads: int | None = None,
+               seed: int = 0, device: str = "cpu", threads: int | None = None, workers: int | None = None,
                after_iteration: Callable[[int], None] | None = None) -> Path:
     """Train one continual step (see the module doc). Returns the path of ``model_final.pth``.
 
+    ``workers``: data-loading processes (hvpl.engine.loader; None: its default for the device); the result
+    does not depend on it.
     ``after_iteration(i)`` is called after iteration i (1-based) completes; tests use it to simulate crashes.
     """
     from hvpl.continual.growth import count_trainable
@@ -278,13 +289,14 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
             log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
         counts = count_trainable(model)
         fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters)
+        workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                              basis=basis, fingerprint=fp)
+                              basis=basis, fingerprint=fp, workers=workers)
         trainer.resume()
         if info.is_main:
             log(f"step {step} ({method.name}): {plan.iters} iterations from {trainer.state.iteration}, "
                 f"{counts[0]:,} trainable / {counts[1]:,} parameters, {info.world_size} process(es) on "
-                f"{info.device}")
+                f"{info.device}, {workers} data worker(s) per process")
         trainer.run(after_iteration)
         trainer.finish(counts)
         barrier(info)
