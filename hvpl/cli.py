@@ -114,6 +114,13 @@ def cmd_predict(args):
             image_root=Path(args.image_root).resolve() if args.image_root else None)
 
 
+def cmd_claim_gpus(args):
+    from hvpl.engine.gpu_claim import run_on_free_gpus
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    run_on_free_gpus(args.count, command, timeout_s=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hvpl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -191,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None,
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("claim-gpus", help="run COMMAND on N GPUs no other job of this machine holds (local "
+                                          "GPU runs of the workflow; a no-op under SLURM)")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--timeout", type=float, default=None, help="seconds to wait for free GPUs (default: no limit)")
+    p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    p.set_defaults(func=cmd_claim_gpus)
     return parser
 
 

@@ -192,7 +192,8 @@ def test_threads_and_gpus_per_training_step_come_from_the_profile(tmp_path):
     out = res.stdout + res.stderr
     multi = train_commands(out)
     assert len(multi) == len(plain)
-    assert all("torchrun --standalone --nproc_per_node 2 -m hvpl.cli train --threads 6 " in c for c in multi)
+    assert all("hvpl claim-gpus --count 2 -- torchrun --standalone --nproc_per_node 2 -m hvpl.cli train --threads 6 "
+               in c for c in multi)
     assert "gpu=2, cpus_per_gpu=3" in out
     # a command-line --set-resources replaces the profile's table, yet every rule keeps its profile sizes
     profile = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())["set-resources"]
@@ -210,6 +211,11 @@ def test_cuda_device_requests_gpus(tmp_path):
         rule = block.split(":", 1)[0]
         gpu = "gpu=1" in block and "cpus_per_gpu=" in block
         assert gpu == (rule in ("train", "ogc_memory", "evaluate")), block
+        # each GPU job claims its own GPU (Snakemake's local executor does not assign one)
+        cmd = block.split("Shell command: ", 1)[-1]
+        assert ("hvpl claim-gpus --count 1 -- hvpl " in cmd) == gpu, block
+    pinned = run_snakemake("-n", "all", "--configfile", str(SMOKE), "--config", "device=cuda:1", workdir=tmp_path)
+    assert pinned.returncode == 0 and "claim-gpus" not in pinned.stdout + pinned.stderr
 
 
 @pytest.mark.parametrize("change, key", [

@@ -13,6 +13,7 @@ rule evaluate:
         test_json=lambda wildcards: split_file(wildcards.scenario, f"test_step{wildcards.step}.json"),
         classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),
         compute=compute_args(),
+        claim=gpu_claim,
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
         **cluster_resources("evaluate"),
@@ -23,7 +24,7 @@ rule evaluate:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "(hvpl predict --model {input.model} --test-json {params.test_json} --out {output.predictions} "
+        "({params.claim}hvpl predict --model {input.model} --test-json {params.test_json} --out {output.predictions} "
         "{params.compute} --threads {threads} "
         "&& hvpl evaluate --gt {params.test_json} --results {output.predictions} --out {output.metrics} "
         "--classes {params.classes} --step {wildcards.step}) > {log} 2>&1"

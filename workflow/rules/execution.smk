@@ -17,13 +17,23 @@ def gpu_resources():
     return {"gpu": 1, "cpus_per_gpu": lambda wildcards, threads: threads}
 
 
+def gpu_claim(wildcards, resources):
+    """With `device: cuda`, a GPU job's command starts with `hvpl claim-gpus --count N --`: the job takes N GPUs
+    no other job holds (Snakemake's local executor does not assign GPUs; a no-op under SLURM, which does).
+    `device: cuda:N` pins every job to GPU N instead."""
+    if config["device"] != "cuda":
+        return ""
+    return f"hvpl claim-gpus --count {max(1, int(getattr(resources, 'gpu', 0) or 0))} -- "
+
+
 def train_launcher(wildcards, threads, resources):
     """`hvpl train --threads T`, or with N > 1 GPUs `torchrun` with N processes (one per GPU, NCCL; the global
-    batch is unchanged) and T threads per process."""
+    batch is unchanged) and T threads per process; after the GPU claim on CUDA."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
+    claim = gpu_claim(wildcards, resources)
     if gpus <= 1:
-        return f"hvpl train --threads {threads}"
-    return (f"torchrun --standalone --nproc_per_node {gpus} -m hvpl.cli train "
+        return f"{claim}hvpl train --threads {threads}"
+    return (f"{claim}torchrun --standalone --nproc_per_node {gpus} -m hvpl.cli train "
             f"--threads {threads * gpus}")
 
 

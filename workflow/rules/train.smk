@@ -73,6 +73,7 @@ rule ogc_memory:
         settings=ogc_settings,
         train_json=lambda wildcards: split_file(wildcards.scenario, f"train_step{int(wildcards.step) - 1}.json"),
         prev=lambda wildcards, input: optional_args(input, prev_basis="prev-basis"),
+        claim=gpu_claim,
     threads: 1  # per-rule threads come from the profile (set-threads)
     resources:
         **cluster_resources("ogc_memory"),
@@ -84,6 +85,6 @@ rule ogc_memory:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl ogc-memory {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
+        "{params.claim}hvpl ogc-memory {params.config} {params.compute} --threads {threads} --step {wildcards.step} "
         "--seed {wildcards.seed} --prev-model {input.prev_model} --train-json {params.train_json} "
         "{params.prev} --out {output} > {log} 2>&1"
