@@ -108,14 +108,7 @@ def iterate_items(dataset, count: int, *, workers: int, pin_memory: bool = False
     loader = torch.utils.data.DataLoader(_Guarded(dataset), batch_size=None, sampler=range(count),
                                          num_workers=workers, pin_memory=pin_memory, collate_fn=_as_is,
                                          prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_worker_init)
-    items = iter(loader)
-    try:
-        for item in items:
-            if isinstance(item, _Failure):
-                raise HVPLError(item.message)
-            yield item
-    finally:
-        del items
+    yield from _read_ahead(loader)
 
 
 class _IterationDraws(torch.utils.data.Sampler):
@@ -153,14 +146,19 @@ def iterate_batches(dataset, batch_size: int, info: DistInfo, start: int, stop: 
         _SlotDataset(dataset), batch_sampler=_IterationDraws(start, stop, batch_size, info),
         num_workers=workers, collate_fn=partial(_collate_in_worker, pad_value=pad_value),
         pin_memory=info.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_worker_init)
-    batches = iter(loader)
+    yield from _read_ahead(loader)
+
+
+def _read_ahead(loader: torch.utils.data.DataLoader) -> Iterator:
+    """The loader's items in order; a :class:`_Failure` is raised as the HVPLError it carries."""
+    items = iter(loader)
     try:
-        for item in batches:
+        for item in items:
             if isinstance(item, _Failure):
                 raise HVPLError(item.message)
             yield item
     finally:
-        del batches   # stops the workers now, also when training stops early
+        del items   # stops the workers now, also when the consumer stops early
 
 
 def _collate_in_worker(items: list, pad_value: torch.Tensor):
