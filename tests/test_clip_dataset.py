@@ -144,7 +144,8 @@ def test_video_dataset(tiny_split_dir, tiny_scenario):
     item = vd[1]
     v = data["videos"][1]
     assert item["video_id"] == v["id"] and item["orig_size"] == (48, 48) and item["length"] == len(v["file_names"])
-    frames = np.stack([np.asarray(Image.open(root / f)) for f in v["file_names"]]).astype(np.float32)
+    frames = np.stack([np.asarray(Image.open(root / f)) for f in v["file_names"]])
+    assert item["images"].dtype == torch.uint8 and item["images"].is_contiguous()
     np.testing.assert_array_equal(item["images"].permute(0, 2, 3, 1).numpy(), frames)
     small = VideoDataset(tiny_split_dir / "test_step2.json", {"min_size_test": 24, "max_size_test": 24})[0]
     assert small["images"].shape[-2:] == (24, 24) and small["orig_size"] == (48, 48)

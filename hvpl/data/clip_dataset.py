@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from hvpl.data.masks import decode_segmentation
-from hvpl.data.transforms import apply_to_images, apply_to_masks, sample_clip_transform
+from hvpl.data.transforms import apply_to_images, apply_to_masks, resize_images, sample_clip_transform
 from hvpl.data.ytvis import check_frames, image_root_of, load_ytvis
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
@@ -172,7 +172,8 @@ def collate_clips(batch: list[dict]) -> list[dict]:
 class VideoDataset(_VISJson, torch.utils.data.Dataset):
     """Whole videos for inference: every frame resized to the test size.
 
-    Item: ``{"video_id": int, "images": float (T, 3, H, W) 0..255, "orig_size": (H0, W0), "length": T}``.
+    Item: ``{"video_id": int, "images": uint8 (T, 3, H, W), "orig_size": (H0, W0), "length": T}`` (uint8: a
+    long video's frames take a quarter of float32's host memory and transfer; inference converts on its device).
     """
 
     def __init__(self, json_path, input_cfg: dict, image_root=None, check_frames: bool = True):
@@ -184,7 +185,7 @@ class VideoDataset(_VISJson, torch.utils.data.Dataset):
         length = len(video["file_names"])
         tf = sample_clip_transform(np.random.default_rng(0), video["height"], video["width"], self.input_cfg,
                                    train=False)
-        images = apply_to_images(load_frames(self.root, video, list(range(length)), self.json_path), tf)
+        images = resize_images(load_frames(self.root, video, list(range(length)), self.json_path), tf)
         return {"video_id": int(video["id"]), "images": images.contiguous(),
                 "orig_size": (int(video["height"]), int(video["width"])), "length": length}
 

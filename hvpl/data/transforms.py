@@ -83,14 +83,17 @@ def _apply(x: torch.Tensor, tf: ClipTransform, mode: str) -> torch.Tensor:
     return x.flip(-1) if tf.flip else x
 
 
-def apply_to_images(images: torch.Tensor, tf: ClipTransform) -> torch.Tensor:
-    """Images (T, 3, H, W) uint8 (or float 0..255) -> (T, 3, h, w) float 0..255 (bilinear, antialiased).
+def resize_images(images: torch.Tensor, tf: ClipTransform) -> torch.Tensor:
+    """Images (T, 3, H, W) -> (T, 3, h, w) of the same dtype (bilinear, antialiased). uint8 frames are resized
+    as uint8, as detectron2's PIL resize does: ~10x faster than resizing them as float at full size
+    (bench/bench_loading.py); each resize rounds to whole levels (within 1 of a float resize)."""
+    return _apply(images, tf, "bilinear")
 
-    uint8 frames are resized as uint8, as detectron2's PIL resize does, and converted to float at the output
-    size: ~10x faster than resizing float frames at full size (bench/bench_data.py); each resize rounds to
-    whole levels (within 1 of a float resize).
-    """
-    out = _apply(images, tf, "bilinear")
+
+def apply_to_images(images: torch.Tensor, tf: ClipTransform) -> torch.Tensor:
+    """Images (T, 3, H, W) uint8 (or float 0..255) -> (T, 3, h, w) float 0..255 (:func:`resize_images`, then
+    float at the output size)."""
+    out = resize_images(images, tf)
     return out.float() if out.dtype == torch.uint8 else out.clamp(0, 255)
 
 
