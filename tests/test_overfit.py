@@ -69,7 +69,7 @@ def test_tiny_model_overfits_one_clip():
         losses = criterion(model(clip["images"][None]), [clip], gen)
         loss = sum(losses.values())
         assert torch.isfinite(loss), {k: float(v) for k, v in losses.items()}
-        first_loss = float(loss) if first_loss is None else first_loss
+        first_loss = loss.item() if first_loss is None else first_loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
@@ -80,4 +80,4 @@ def test_tiny_model_overfits_one_clip():
             if min(ious) > IOU_TARGET:
                 break
     assert min(ious) > IOU_TARGET, f"IoU {ious} after {it} iterations"
-    assert float(loss) < 0.5 * first_loss
+    assert loss.item() < 0.5 * first_loss

@@ -83,6 +83,7 @@ def _basis(tmp_path, cfg, rank=5):
     return tmp_path / "ogc_basis.pt", M
 
 
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")   # the spy below
 def test_prompt_step_trains_only_its_set_and_projects_the_prompt_gradient(step0_model, tiny_split_dir, tmp_path):
     from hvpl.engine.predict import load_model_file as load
 
