@@ -33,6 +33,8 @@ from hvpl.continual.ogc import build_memory  # noqa: E402
 from hvpl.data.splits import make_scenario_split  # noqa: E402
 from hvpl.data.synthetic import generate_synthetic  # noqa: E402
 from hvpl.engine.predict import load_model_file, predict  # noqa: E402
+from hvpl.engine.distributed import resolve_device  # noqa: E402
+from hvpl.engine.loader import default_workers  # noqa: E402
 from hvpl.engine.trainer import train_step  # noqa: E402
 from hvpl.evaluation.evaluate import evaluate_files  # noqa: E402
 from hvpl.utils.io import atomic_write_json  # noqa: E402
@@ -118,7 +120,9 @@ def run_checks(device: str, iters: int, work: Path, checks: Checks) -> None:
         def go():
             path = train_step(cfg, step=step, train_json=split / f"train_step{step}.json", out_dir=out, seed=0,
                               device=device, **kw)
-            return path, f"{iters} iterations, last logged loss {_last_loss(out):.3f}"
+            workers = default_workers(resolve_device(device), None)
+            return path, (f"{iters} iterations, last logged loss {_last_loss(out):.3f}, {workers} data "
+                          "worker(s)")
         return go
 
     checks.run(f"train step 0 on {device}", train(0, step0))
@@ -154,6 +158,24 @@ def run_checks(device: str, iters: int, work: Path, checks: Checks) -> None:
         return diff, f"{nproc} process(es), {backend}; max weight difference to the 1-process run {diff:.2e}{note}"
 
     checks.run("torchrun step 0", ddp)
+    if device.startswith("cuda"):
+        checks.run("hvpl claim-gpus (local GPU runs of the workflow)", lambda: _claim_check(work))
+
+
+def _claim_check(work: Path):
+    """A job started through `hvpl claim-gpus --count 1` sees exactly one GPU, and a CUDA tensor works there."""
+    probe = "import os, torch; torch.ones(1, device='cuda'); print(torch.cuda.device_count(), " \
+            "os.environ['CUDA_VISIBLE_DEVICES'])"
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    env.update(HVPL_GPU_LOCK_DIR=str(work / "gpu-locks"), PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "claim-gpus", "--count", "1", "--", sys.executable, "-c",
+                          probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if res.returncode != 0:
+        raise RuntimeError(f"claim-gpus exited {res.returncode}: {res.stderr[-2000:]}")
+    count, visible = res.stdout.split()
+    if count != "1":
+        raise RuntimeError(f"the job saw {count} GPUs (CUDA_VISIBLE_DEVICES={visible}), expected 1")
+    return None, f"the job saw 1 GPU (CUDA_VISIBLE_DEVICES={visible})"
 
 
 def main() -> None:
