@@ -4,7 +4,7 @@ A batch is a pure function of its iteration (ClipDataset draws depend only on (s
 ``local_draws`` maps an iteration to this rank's draws), so workers change when clips are read, never which:
 training with any number of workers is bit-identical to reading on the main thread. Workers matter on a GPU,
 where reading and resizing a paper-size clip on the main thread (decode, resize, masks: tens of ms per clip,
-bench/bench_data.py) would leave the GPU idle; on CPU they compete with the training threads for cores.
+bench/bench_loading.py) would leave the GPU idle; on CPU they compete with the training threads for cores.
 """
 from __future__ import annotations
 
