@@ -28,7 +28,7 @@ def _add_compute_args(p: argparse.ArgumentParser, workers: bool = False) -> None
     if workers:
         p.add_argument("--workers", type=int, default=None,
                        help="data-loading processes per training/inference process; results do not depend on it "
-                            "(default: 0 on CPU, on CUDA the process's threads - 1, at most 4)")
+                            "(default: 0 on CPU, on CUDA the process's threads - 1, between 1 and 4)")
 
 
 def _run_config(args):

@@ -49,7 +49,8 @@ def _claim_cmd(count, *command, options=()):
 
 def _env(tmp_path, **extra):
     env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
-    return dict(env, HVPL_GPU_LOCK_DIR=str(tmp_path / "locks"), CUDA_VISIBLE_DEVICES="7,9", **extra)
+    env.update(HVPL_GPU_LOCK_DIR=str(tmp_path / "locks"), CUDA_VISIBLE_DEVICES="7,9")
+    return dict(env, **extra)
 
 
 def _show_gpus():
@@ -74,10 +75,31 @@ def test_a_job_holds_its_gpu_until_it_ends_even_when_killed(tmp_path):
     assert again.returncode == 0 and again.stdout.strip() == "7,9"
 
 
-def test_under_slurm_the_command_runs_as_is(tmp_path):
-    env = _env(tmp_path, SLURM_JOB_ID="42")
-    env.pop("CUDA_VISIBLE_DEVICES")
+def test_a_slurm_job_with_exactly_its_gpus_runs_as_is_and_one_with_more_claims(tmp_path):
+    env = _env(tmp_path, SLURM_JOB_ID="42", CUDA_VISIBLE_DEVICES="5")
     res = subprocess.run(_claim_cmd(1, *_show_gpus()), env=env, capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and res.stdout.strip() == "unset"
+    assert res.returncode == 0 and res.stdout.strip() == "5" and "claimed" not in res.stderr
+    assert not (tmp_path / "locks").exists()
+    # e.g. a local run inside an allocation of 2 GPUs: its jobs claim among them
+    env = _env(tmp_path, SLURM_JOB_ID="42", CUDA_VISIBLE_DEVICES="5,6")
+    res = subprocess.run(_claim_cmd(1, *_show_gpus()), env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "5" and "GPU(s) 5 claimed" in res.stderr
     missing = subprocess.run(_claim_cmd(1), env=_env(tmp_path), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no command given" in missing.stderr
+
+
+def test_lock_files_can_be_shared_between_users(tmp_path):
+    shared = tmp_path / "shared"
+    held = gc.try_claim(1, ["0"], shared)
+    assert (shared.stat().st_mode & 0o7777) == 0o1777
+    lock = shared / "gpu-0.lock"
+    assert lock.stat().st_mode & 0o044 == 0o044   # others can open it read-only, which is all flock needs
+    _release(held)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder should be")
+    with pytest.raises(HVPLError, match="cannot open the GPU lock"):
+        gc.try_claim(1, ["0"], blocked / "sub")
+
+
+def test_lock_names_fall_back_to_the_entries_without_cuda():
+    assert gc.lock_names(["3", "GPU-abc"]) == ["3", "GPU-abc"]

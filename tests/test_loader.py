@@ -37,6 +37,28 @@ def test_workers_read_the_batches_of_the_main_thread(tiny_split_dir, tiny_scenar
     assert _same_batch(main[2], read_batch(ds, 5, 4, info, PAD))   # iteration 5 = the third of 3..6
 
 
+class _Recording(torch.utils.data.Dataset):
+    """Marks each clip with whether a worker process read it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getitem__(self, index):
+        return dict(self.inner[index], in_worker=torch.utils.data.get_worker_info() is not None)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_workers_read_in_worker_processes_and_leave_the_global_rng_alone(tiny_split_dir, tiny_scenario, workers):
+    ds, info = _Recording(_clips(tiny_split_dir, tiny_scenario)), DistInfo(0, 1, 0, CPU)
+    torch.manual_seed(0)
+    batches = list(iterate_batches(ds, 2, info, 0, 3, workers=workers, pad_value=PAD))
+    assert all(t["in_worker"] == (workers > 0) for b in batches for t in b.targets)
+    # checkpoints save the global RNG: starting workers must not draw from it
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
 class _Failing(torch.utils.data.Dataset):
     def __init__(self, inner, bad: int):
         self.inner, self.bad = inner, bad
@@ -44,6 +66,8 @@ class _Failing(torch.utils.data.Dataset):
     def __getitem__(self, index):
         if index == self.bad:
             raise HVPLError(f"frame {index}: cannot read")
+        if index == -self.bad:   # not an HVPLError: DataLoader re-raises it
+            raise ValueError(f"draw {index}")
         return self.inner[index]
 
     def __len__(self):
@@ -61,6 +85,19 @@ def test_a_worker_error_is_raised_with_its_own_message(tiny_split_dir, tiny_scen
     videos = VideoDataset(tiny_split_dir / "test_step1.json", tiny_scenario["input"])
     with pytest.raises(HVPLError, match="^frame 1: cannot read$"):
         list(iterate_items(_Failing(videos, bad=1), 2, workers=workers))
+
+
+def test_workers_stop_when_another_error_stops_the_reading(tiny_split_dir, tiny_scenario):
+    import multiprocessing
+
+    ds = _Failing(_clips(tiny_split_dir, tiny_scenario), bad=-3)
+    caught = None
+    try:
+        list(iterate_batches(ds, 2, DistInfo(0, 1, 0, CPU), 0, 4, workers=2, pad_value=PAD))
+    except ValueError as exc:
+        caught = exc   # held: its traceback references the DataLoader iterator
+    assert caught is not None and "draw 3" in str(caught)
+    assert multiprocessing.active_children() == []
 
 
 def test_videos_read_ahead_equal_videos_read_in_order(tiny_split_dir, tiny_scenario):

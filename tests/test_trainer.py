@@ -187,7 +187,14 @@ def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny
     assert _states_equal(a["model"], b["model"])
 
 
-def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_split_dir, tmp_path):
+def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_split_dir, tmp_path, monkeypatch):
+    asked = []
+
+    def recording(*args, workers, **kwargs):   # the trainer really reads with the workers it is given
+        asked.append(workers)
+        return iterate_batches(*args, workers=workers, **kwargs)
+    iterate_batches = tr.iterate_batches
+    monkeypatch.setattr(tr, "iterate_batches", recording)
     cfg = _cfg("hvpl", "scenario.train.inc_iters=4")
     basis_path, _ = _basis(tmp_path, cfg)
     kw = dict(prev_model=step0_model, ogc_basis=basis_path)
@@ -197,6 +204,7 @@ def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_spli
     a, b, _, _ = _train_pair(cfg, 1, train_json, tmp_path / "workers", crash_at=3, workers=2, **kw)
     ref = load_model_file(main / tr.FINAL_NAME)["model"]
     assert _states_equal(ref, a["model"]) and _states_equal(ref, b["model"])
+    assert asked == [0, 2, 2, 2]   # reference, uninterrupted, crashed, resumed
 
 
 def test_clip_seed_distinguishes_every_coordinate():

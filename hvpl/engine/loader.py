@@ -41,11 +41,11 @@ class Batch:
 
 def default_workers(device: torch.device, threads: int | None) -> int:
     """Worker processes when none are asked for: none on CPU (they would take cores from the training
-    threads); on CUDA, this process's share of ``threads`` (all CPUs if None; torchrun's local processes split
-    them) less one for the main thread, at least 1 and at most 4."""
+    threads); on CUDA, this process's share of ``threads`` (the CPUs it may use if None; torchrun's local
+    processes split them) less one for the main thread, at least 1 and at most 4."""
     if device.type != "cuda":
         return 0
-    cpus = int(threads or os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cpus = int(threads or len(os.sched_getaffinity(0)) or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(MAX_AUTO_WORKERS, cpus - 1))
 
 
@@ -105,10 +105,8 @@ def iterate_items(dataset, count: int, *, workers: int, pin_memory: bool = False
         for i in range(count):
             yield dataset[i]
         return
-    loader = torch.utils.data.DataLoader(_Guarded(dataset), batch_size=None, sampler=range(count),
-                                         num_workers=workers, pin_memory=pin_memory, collate_fn=_as_is,
-                                         prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_worker_init)
-    yield from _read_ahead(loader)
+    yield from _read_ahead(_Guarded(dataset), workers, pin_memory, batch_size=None, sampler=range(count),
+                           collate_fn=_as_is)
 
 
 class _IterationDraws(torch.utils.data.Sampler):
@@ -142,15 +140,18 @@ def iterate_batches(dataset, batch_size: int, info: DistInfo, start: int, stop: 
         for it in range(start, stop):
             yield read_batch(dataset, it, batch_size, info, pad_value)
         return
-    loader = torch.utils.data.DataLoader(
-        _SlotDataset(dataset), batch_sampler=_IterationDraws(start, stop, batch_size, info),
-        num_workers=workers, collate_fn=partial(_collate_in_worker, pad_value=pad_value),
-        pin_memory=info.device.type == "cuda", prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_worker_init)
-    yield from _read_ahead(loader)
+    yield from _read_ahead(_SlotDataset(dataset), workers, info.device.type == "cuda",
+                           batch_sampler=_IterationDraws(start, stop, batch_size, info),
+                           collate_fn=partial(_collate_in_worker, pad_value=pad_value))
 
 
-def _read_ahead(loader: torch.utils.data.DataLoader) -> Iterator:
-    """The loader's items in order; a :class:`_Failure` is raised as the HVPLError it carries."""
+def _read_ahead(dataset, workers: int, pin_memory: bool, **loader_args) -> Iterator:
+    """A DataLoader's items in order, read by ``workers`` processes; a :class:`_Failure` is raised as the
+    HVPLError it carries. The workers' base seed comes from a generator of its own: starting them draws nothing
+    from the global torch RNG (whose state checkpoints save), so that state does not depend on ``workers``."""
+    loader = torch.utils.data.DataLoader(dataset, num_workers=workers, pin_memory=pin_memory,
+                                         prefetch_factor=PREFETCH_BATCHES, worker_init_fn=_worker_init,
+                                         generator=torch.Generator(), **loader_args)
     items = iter(loader)
     try:
         for item in items:
@@ -158,7 +159,11 @@ def _read_ahead(loader: torch.utils.data.DataLoader) -> Iterator:
                 raise HVPLError(item.message)
             yield item
     finally:
-        del items   # stops the workers now, also when the consumer stops early
+        # stop the workers now, also when the consumer stops early or an exception (whose traceback holds the
+        # iterator) is on its way up
+        shutdown = getattr(items, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def _collate_in_worker(items: list, pad_value: torch.Tensor):

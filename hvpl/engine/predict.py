@@ -82,6 +82,8 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     if threads:
         torch.set_num_threads(int(threads))
     dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is not None:
+        torch.cuda.set_device(dev)   # the pin-memory thread of the data workers uses the current device
     ckpt = load_model_file(model_path)
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
