@@ -103,3 +103,17 @@ def test_lock_files_can_be_shared_between_users(tmp_path):
 
 def test_lock_names_fall_back_to_the_entries_without_cuda():
     assert gc.lock_names(["3", "GPU-abc"]) == ["3", "GPU-abc"]
+
+
+def test_lock_names_are_gpu_uuids_when_torch_sees_the_gpus(monkeypatch):
+    import types
+
+    import torch
+
+    props = {0: "GPU-aaaa", 1: "GPU-bbbb"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid=props[i]))
+    # listed as indices or by another job under other indices: the same lock files
+    assert gc.lock_names(["2", "3"]) == ["GPU-aaaa", "GPU-bbbb"]
+    assert gc.lock_names(["2"]) == ["2"]     # torch sees other GPUs than those listed: the entries
