@@ -1,7 +1,8 @@
 """Paper-size data loading: the cost of one training clip, and how much of it data workers hide.
 
 Synthetic videos at YouTube-VIS's frame size (720x1280 by default) are read through ``ClipDataset`` with a
-paper scenario's input settings (ytvis2019_20-2: 5-frame clips, multi-scale resize + crop, flip) and batched
+paper scenario's input settings (the frames' transform is also timed alone, uint8 as the dataset does it vs
+float) (ytvis2019_20-2: 5-frame clips, multi-scale resize + crop, flip) and batched
 by ``hvpl.engine.loader.iterate_batches`` as ``hvpl train`` does. A training iteration on a GPU barely needs the
 CPU, so it is stood in for by sleeping ``--compute-ms`` per iteration: with 0 workers the main thread reads every
 batch before it computes (wall = read + compute); with workers the batches are read ahead and the main thread
@@ -20,10 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hvpl.config import load_scenario
-from hvpl.data.clip_dataset import ClipDataset
+from hvpl.data.clip_dataset import ClipDataset, load_frames
+from hvpl.data.transforms import apply_to_images, sample_clip_transform
 from hvpl.data.synthetic import generate_synthetic
 from hvpl.engine.distributed import DistInfo
 from hvpl.engine.loader import iterate_batches, read_batch
@@ -59,6 +62,20 @@ def _simulated_training(ds, batch: int, iters: int, compute_s: float, workers: i
             "iteration_ms": (total - waits[0]) / (iters - 1) * 1e3}
 
 
+def _resize_ms(ds: ClipDataset, height: int, width: int, reps: int) -> dict:
+    """Median ms to transform one clip's frames (a training transform of the scenario), uint8 vs float."""
+    frames = load_frames(ds.root, ds.videos[0], list(range(ds.num_frames)), ds.json_path)
+    rng = np.random.default_rng(0)
+    times = {"uint8": [], "float": []}
+    for _ in range(reps):
+        tf = sample_clip_transform(rng, height, width, ds.input_cfg, train=True)
+        for kind, x in (("uint8", frames), ("float", frames.float())):
+            tic = time.perf_counter()
+            apply_to_images(x, tf)
+            times[kind].append(time.perf_counter() - tic)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def run(scenario: str, height: int, width: int, iters: int, compute_ms: float, workers: list[int]) -> dict:
     torch.set_num_threads(1)
     sc = load_scenario(scenario)
@@ -72,9 +89,11 @@ def run(scenario: str, height: int, width: int, iters: int, compute_ms: float, w
             tic = time.perf_counter()
             ds[i]
             clip_s.append(time.perf_counter() - tic)
+        resize = _resize_ms(ds, height, width, reps=iters)
         rows = [_simulated_training(ds, batch, iters, compute_ms / 1e3, w) for w in workers]
     return {"scenario": scenario, "frame_size": [height, width], "clip_frames": sc["train"]["frames_step0"],
-            "batch_size": batch, "clip_ms": statistics.median(clip_s) * 1e3, "compute_ms": compute_ms,
+            "batch_size": batch, "clip_ms": statistics.median(clip_s) * 1e3, "resize_ms": resize,
+            "compute_ms": compute_ms,
             "iters": iters, "rows": rows, "machine": platform.processor() or platform.machine(),
             "torch": torch.__version__}
 
@@ -92,6 +111,8 @@ def main(argv=None) -> int:
     res = run(args.scenario, args.height, args.width, args.iters, args.compute_ms, args.workers)
     print(f"{args.scenario} clips ({res['clip_frames']} frames) from {args.height}x{args.width} frames: "
           f"{res['clip_ms']:.1f} ms per clip on the main thread (1 torch thread), batch {res['batch_size']}")
+    print(f"  of which the frames' transform: {res['resize_ms']['uint8']:.1f} ms resized as uint8 "
+          f"({res['resize_ms']['float']:.1f} ms as float)")
     print(f"simulated training, {args.compute_ms:.0f} ms of compute per iteration, {args.iters} iterations")
     print(f"{'workers':>8}{'ms / iteration':>16}{'main-thread wait':>18}{'first batch':>13}")
     for r in res["rows"]:
