@@ -65,7 +65,24 @@ class _Timed:
         self.peak_bytes = 0
         self._trunk_acc = 0.0
         self._time_trunk()
+        self.module_times: dict[str, list[float]] = {}   # forward seconds per top-level module, per iteration
+        self._module_acc: dict[str, float] = {}
+        self._time_modules()
         self.it = 0
+
+    def _time_modules(self) -> None:
+        """Forward hooks accumulating each top-level module's (and the criterion's) forward time."""
+        parts = list(self.model.named_children()) + [("criterion", self.trainer.criterion)]
+        for name, module in parts:
+            start = {}
+
+            def pre(mod, args, name=name, start=start):
+                start[name] = self._now()
+
+            def post(mod, args, out, name=name, start=start):
+                self._module_acc[name] = self._module_acc.get(name, 0.0) + self._now() - start[name]
+            module.register_forward_pre_hook(pre)
+            module.register_forward_hook(post)
 
     def _time_trunk(self) -> None:
         """Wrap the model's trunk (an instance attribute shadowing the method) to accumulate its forward time."""
@@ -95,6 +112,7 @@ class _Timed:
             last[0] = now
 
         self._trunk_acc = 0.0
+        self._module_acc = {}
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
@@ -103,12 +121,17 @@ class _Timed:
         if record:
             self.times.append(self._now() - start)
             self.trunk_times.append(self._trunk_acc)
+            for name, secs in self._module_acc.items():
+                self.module_times.setdefault(name, []).append(secs)
             if self.cuda:
                 own = _resident_bytes(self.model, self.trainer.optimizer)
                 self.peak_bytes = max(self.peak_bytes, own + torch.cuda.max_memory_allocated() - before)
 
     def phase_medians(self) -> dict[str, float]:
         return {p: statistics.median(v) for p, v in self.phases.items()}
+
+    def module_medians(self) -> dict[str, float]:
+        return {name: statistics.median(v) for name, v in self.module_times.items()}
 
 
 def _resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
@@ -165,11 +188,12 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
             t0 = step0.times
             row = {"method": method, "step0_s": statistics.median(t0), "step0_min_s": min(t0),
                    "step0_trainable": count_trainable(step0.model)[0], "step0_phases_s": step0.phase_medians(),
-               "step0_trunk_s": statistics.median(step0.trunk_times),
+               "step0_trunk_s": statistics.median(step0.trunk_times), "step0_modules_s": step0.module_medians(),
                "step0_peak_mib": step0.peak_bytes / 2 ** 20}
             if method != "joint":
                 t1, ph1 = step1.times, step1.phase_medians()
                 row.update(step1_s=statistics.median(t1), step1_min_s=min(t1), step1_phases_s=ph1,
+                           step1_modules_s=step1.module_medians(),
                            # what a prompt step cannot skip (clips, forward pass, criterion) over step 0
                            load_forward_share=(ph1["load"] + ph1["forward"]) / statistics.median(t0),
                            step1_trunk_s=statistics.median(step1.trunk_times),
@@ -218,6 +242,13 @@ def main() -> None:
                               f"{r['trunk_free_ratio']:.3f})")
                 print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14} step {step}: "
                       + " / ".join(f"{ph[p] * 1e3:.1f}" for p in PHASES) + share)
+    print("\nmedian forward ms per module (hooks; the criterion included), step 0 / step 1")
+    for r in rows:
+        names = list(r["step0_modules_s"])
+        cells = [f"{n} {r['step0_modules_s'][n] * 1e3:.1f}"
+                 + (f" / {r['step1_modules_s'][n] * 1e3:.1f}" if n in r.get("step1_modules_s", {}) else "")
+                 for n in names]
+        print(f"{r['model']:<10}{r['size']:>5} {r['method']:<14} " + ", ".join(cells))
     if args.device.startswith("cuda"):
         print("\npeak CUDA memory allocated during an iteration (MiB), step 0 / step 1")
         for r in rows:
