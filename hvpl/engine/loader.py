@@ -72,31 +72,20 @@ class _Failure:
         self.message = message
 
 
-class _SlotDataset(torch.utils.data.Dataset):
-    """Item ``(slot, draw)`` -> ``(slot, dataset[draw])``, an HVPLError as a :class:`_Failure`."""
+class _Guarded(torch.utils.data.Dataset):
+    """``dataset[i]``, an HVPLError as a :class:`_Failure`; with ``slotted`` the keys are ``(slot, draw)``
+    pairs and the items ``(slot, dataset[draw])``."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, slotted: bool = False):
+        self.dataset, self.slotted = dataset, slotted
 
     def __getitem__(self, key):
-        slot, draw = key
+        slot, index = key if self.slotted else (None, key)
         try:
-            return slot, self.dataset[draw]
+            item = self.dataset[index]
         except HVPLError as exc:
-            return slot, _Failure(str(exc))
-
-
-class _Guarded(torch.utils.data.Dataset):
-    """``dataset[i]``, an HVPLError as a :class:`_Failure`."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __getitem__(self, index):
-        try:
-            return self.dataset[index]
-        except HVPLError as exc:
-            return _Failure(str(exc))
+            item = _Failure(str(exc))
+        return (slot, item) if self.slotted else item
 
 
 def iterate_items(dataset, count: int, *, workers: int, pin_memory: bool = False) -> Iterator:
@@ -140,7 +129,7 @@ def iterate_batches(dataset, batch_size: int, info: DistInfo, start: int, stop: 
         for it in range(start, stop):
             yield read_batch(dataset, it, batch_size, info, pad_value)
         return
-    yield from _read_ahead(_SlotDataset(dataset), workers, info.device.type == "cuda",
+    yield from _read_ahead(_Guarded(dataset, slotted=True), workers, info.device.type == "cuda",
                            batch_sampler=_IterationDraws(start, stop, batch_size, info),
                            collate_fn=partial(_collate_in_worker, pad_value=pad_value))
 
