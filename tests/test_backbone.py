@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from hvpl.model.backbone import FrozenBatchNorm2d, build_backbone, load_backbone_weights
+from hvpl.model.backbone import STRIDE_KEY, FrozenBatchNorm2d, build_backbone, load_backbone_weights
 from hvpl.utils.errors import HVPLError
 
 torch.set_num_threads(1)
@@ -18,6 +18,8 @@ def _randomise(model, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
+            if not t.is_floating_point():
+                continue
             if name.endswith("running_var"):
                 t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
             else:
@@ -29,6 +31,8 @@ def _to_torchvision(d2_state):
     """Independent renaming of detectron2 keys to torchvision ones (+ keys torchvision also has)."""
     out = {}
     for k, v in d2_state.items():
+        if k == STRIDE_KEY:
+            continue
         parts = k.split(".")
         if parts[0] == "stem":
             name = "conv1.weight" if parts[-1] == "weight" and parts[2] == "weight" else "bn1." + parts[-1]
@@ -113,10 +117,11 @@ def test_load_torchvision_state_dict_moves_stride(r50, tmp_path):
     fresh = build_backbone(R50)
     info = load_backbone_weights(fresh, path)
     assert info["format"] == "torchvision" and not info["missing"] and not info["unexpected"]
-    assert info["loaded"] == len(state)
+    assert info["loaded"] == len(state) - 1   # every weight; the stride placement is not in the file
     for k, v in fresh.state_dict().items():
-        assert torch.equal(v, state[k]), k
+        assert k == STRIDE_KEY or torch.equal(v, state[k]), k
     assert fresh.res3[0].conv1.stride == (1, 1) and fresh.res3[0].conv2.stride == (2, 2)
+    assert int(fresh.state_dict()[STRIDE_KEY]) == 0
     r50.set_stride_in_1x1(False)
     try:
         x = torch.randn(1, 3, 32, 32)
@@ -124,6 +129,31 @@ def test_load_torchvision_state_dict_moves_stride(r50, tmp_path):
             torch.testing.assert_close(fresh.eval()(x)["res4"], r50(x)["res4"])
     finally:
         r50.set_stride_in_1x1(True)
+
+
+def test_stride_placement_travels_with_the_state_dict(r50):
+    """A ResNet rebuilt from a state dict takes the stride placement its weights had, not its config's."""
+    x = torch.randn(1, 3, 32, 32)
+    r50.set_stride_in_1x1(False)
+    try:
+        state = r50.state_dict()
+        fresh = build_backbone(R50)                                   # config: stride in the 1x1 conv
+        fresh.load_state_dict(state, strict=True)
+        assert fresh.res4[0].conv1.stride == (1, 1) and fresh.res4[0].conv2.stride == (2, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh.eval()(x)["res5"], r50(x)["res5"], rtol=0, atol=0)
+    finally:
+        r50.set_stride_in_1x1(True)
+    fresh.load_state_dict(r50.state_dict(), strict=True)             # and back
+    assert fresh.res4[0].conv1.stride == (2, 2) and fresh.res4[0].conv2.stride == (1, 1)
+
+
+def test_state_dict_without_the_stride_entry_keeps_the_built_placement(r50):
+    state = {k: v for k, v in r50.state_dict().items() if k != STRIDE_KEY}
+    fresh = build_backbone(dict(R50, backbone=dict(R50["backbone"], stride_in_1x1=False)))
+    fresh.load_state_dict(state, strict=True)
+    assert fresh.res3[0].conv1.stride == (1, 1) and fresh.res3[0].conv2.stride == (2, 2)
+    assert int(fresh.state_dict()[STRIDE_KEY]) == 0
 
 
 def test_load_reports_missing_and_unexpected(r50, tmp_path):

@@ -47,15 +47,18 @@ def test_paper_trainable_counts(scenario, expected):
     assert expected_prompt_trainable(cfg["model"], "hvpl", sc["prompts_per_task"], sc["increment"]) == expected
 
 
-def test_step0_finetune_joint_train_everything_but_frozen_stem():
+def test_step0_finetune_joint_train_everything():
+    """method.md: step 0 trains everything (Mask2Former/VITA's FREEZE_AT: 0); a backbone freeze_at is kept."""
     cfg = load_run_config("ytvis2019_20-2", "finetune")
     tr0, tot0 = count_parameters(cfg, 0)
     tr3, tot3 = count_parameters(cfg, 3)
+    assert cfg["model"]["backbone"]["freeze_at"] == 0
+    assert tr0 == tot0 and tr3 == tot3
     with torch.device("meta"):
         from hvpl.model.backbone import build_backbone
         stem = sum(p.numel() for p in build_backbone(cfg["model"]).stem.parameters())
-    assert cfg["model"]["backbone"]["freeze_at"] == 1
-    assert tr0 == tot0 - stem and tr3 == tot3 - stem
+    frozen_stem = load_run_config("ytvis2019_20-2", "finetune", None, ["model.backbone.freeze_at=1"])
+    assert count_parameters(frozen_stem, 3) == (tr3 - stem, tot3)
     # finetune grows only the class heads: 3 steps add 3 * 2 heads of I = 2 classes
     assert tot3 - tot0 == 3 * 2 * mlp_params([256, 256, 256, 2])
     joint = load_run_config("ytvis2019_20-2", "joint")

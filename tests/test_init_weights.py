@@ -6,6 +6,7 @@ import torch
 
 from hvpl.config import load_run_config
 from hvpl.engine.init_weights import load_init_weights, vita_to_hvpl_name
+from hvpl.engine.predict import rebuild_model
 from hvpl.model.hvpl import HVPLModel
 from hvpl.utils.errors import HVPLError
 
@@ -135,6 +136,11 @@ def test_vita_names_cover_the_paper_model(tmp_path):
     torch.save({"model": state}, tmp_path / "vita.pth")
     assert load_init_weights(model, str(tmp_path / "vita.pth"))["loaded"] == len(state)
     assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
+    # the next step, OGC memory and predict rebuild the model from model_final.pth with the config unchanged
+    ckpt = {"model": model.state_dict(), "model_config": cfg, "method": "hvpl", "step": 0,
+            "classes_per_task": [20], "scenario": {"prompts_per_task": 10}}
+    rebuilt = rebuild_model(ckpt).backbone.res3[0]
+    assert rebuilt.conv1.stride == (1, 1) and rebuilt.conv2.stride == (2, 2)
 
 
 def test_own_weights_file_copies_every_tensor(tmp_path, capsys):

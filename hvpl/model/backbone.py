@@ -19,6 +19,7 @@ STRIDES = (4, 8, 16, 32)
 RESNET50_BLOCKS = (3, 4, 6, 3)
 BOTTLENECK_RATIO = 4          # bottleneck width = stage out channels / 4
 BN_EPS = 1e-5
+STRIDE_KEY = "stride_in_1x1"   # ResNet50 buffer: the stride placement of its weights
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -108,10 +109,17 @@ class _Backbone(nn.Module):
 
 
 class ResNet50(_Backbone):
-    """ResNet-50, FrozenBatchNorm2d everywhere, detectron2 parameter names."""
+    """ResNet-50, FrozenBatchNorm2d everywhere, detectron2 parameter names.
+
+    Where the stride of a downsampling block sits (1x1 conv: detectron2's MSRA weights; 3x3 conv: torchvision
+    and VITA/Mask2Former weights) belongs to the weights, so it is kept in the state dict as the buffer
+    ``stride_in_1x1``: a model rebuilt from a checkpoint gets the placement its weights were trained with,
+    whatever its config says. State dicts without the entry (weight files) keep the built placement.
+    """
 
     def __init__(self, channels: list, stride_in_1x1: bool = True):
         super().__init__()
+        self.register_buffer(STRIDE_KEY, torch.tensor(int(bool(stride_in_1x1)), dtype=torch.uint8))
         self.stem = BasicStem(channels[0] // BOTTLENECK_RATIO)
         cin = channels[0] // BOTTLENECK_RATIO
         for i, (name, cout, blocks) in enumerate(zip(STAGES, channels, RESNET50_BLOCKS)):
@@ -124,9 +132,19 @@ class ResNet50(_Backbone):
         self.out_strides = dict(zip(STAGES, STRIDES))
 
     def set_stride_in_1x1(self, flag: bool) -> None:
+        getattr(self, STRIDE_KEY).fill_(bool(flag))
         for name in STAGES:
             for block in getattr(self, name):
                 block.set_stride_in_1x1(flag)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        key = prefix + STRIDE_KEY
+        if key not in state_dict:
+            state_dict[key] = getattr(self, STRIDE_KEY).clone()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        self.set_stride_in_1x1(bool(getattr(self, STRIDE_KEY)))
 
 
 def _conv_gn_relu(cin: int, cout: int, stride: int, groups: int) -> list:
@@ -211,7 +229,7 @@ def weight_tensor(value, path: Path, key: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(value))
+        return torch.from_numpy(np.array(value, order="C"))   # a copy; keeps 0-d arrays 0-d
     raise HVPLError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
 
 
@@ -259,7 +277,7 @@ def load_backbone_weights(backbone: nn.Module, path) -> dict:
             raise HVPLError(f"{path}: entry {key!r} has shape {tuple(tensor.shape)}, "
                             f"the model expects {tuple(own[key].shape)}")
         loaded[key] = tensor.to(own[key].dtype)
-    missing = sorted(set(own) - set(loaded))
+    missing = sorted(set(own) - set(loaded) - {STRIDE_KEY})
     backbone.load_state_dict(loaded, strict=False)
     log(f"backbone weights {path} ({fmt}): loaded {len(loaded)}, missing {len(missing)}, "
         f"unexpected {len(unexpected)}")
