@@ -88,6 +88,18 @@ def test_unknown_engine():
         tree_aggregate(torch.randn(1, 4, 2), torch.rand(1, 4, 2), tree, engine="nope")
 
 
+def test_tree_ssm_runs_in_float32_under_bf16_autocast():
+    """Every part of the mixer (projections, conv, spanning tree, scan) is float32 under autocast: the output is
+    the float32 result rounded once to the input's dtype."""
+    torch.manual_seed(9)
+    ssm = TreeScanLayer(32, TREE_CFG).ssm
+    x = torch.randn(2, 3, 5, 32).bfloat16()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        y = ssm(x)
+    assert y.dtype == torch.bfloat16
+    assert torch.equal(y, ssm(x.float()).bfloat16())
+
+
 @pytest.mark.parametrize("engine", ["auto", "levels", "doubling", "dense"])
 def test_tree_scan_layer_shapes_and_grads(engine):
     torch.manual_seed(8)

@@ -213,24 +213,29 @@ class TreeSSM(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))   # inverse softplus
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # float32 throughout, also under autocast (method.md): the spanning tree is built from these features,
+        # and products of decays along tree paths lose precision in bf16
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._forward_float32(x.float()).to(x.dtype)
+
+    def _forward_float32(self, x: torch.Tensor) -> torch.Tensor:
         b, t, q, _ = x.shape
         n, inner, ds = t * q, self.d_inner, self.d_state
         xs, z = self.in_proj(x).chunk(2, dim=-1)
         xs = F.silu(self.conv(xs.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)       # (B, T, Q, inner)
         tree = grid_mst(xs)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            xs = xs.float().reshape(b, n, inner)
-            dt_low, b_in, c_out = torch.split(self.x_proj(xs), [self.dt_rank, ds, ds], dim=-1)
-            dt = F.softplus(self.dt_proj(dt_low))                                  # (B, N, inner)
-            a = -torch.exp(self.A_log.float())                                     # (inner, ds)
-            log_w = dt.unsqueeze(-1) * a                                           # (B, N, inner, ds)
-            u = (dt * xs).unsqueeze(-1) * b_in.unsqueeze(2)                        # (B, N, inner, ds)
-            h = tree_aggregate(u.reshape(b, n, -1), torch.exp(log_w).reshape(b, n, -1), tree,
-                               engine=self.engine, log_w=log_w.reshape(b, n, -1))
-            h = self.h_norm(h.reshape(b, n, inner, ds).transpose(2, 3))            # (B, N, ds, inner)
-            y = torch.einsum("bnsc,bns->bnc", h, c_out) + self.D * xs
-            y = self.out_norm(y) * F.silu(z.float().reshape(b, n, inner))
-        return self.out_proj(y.to(x.dtype)).reshape(b, t, q, -1)
+        xs = xs.reshape(b, n, inner)
+        dt_low, b_in, c_out = torch.split(self.x_proj(xs), [self.dt_rank, ds, ds], dim=-1)
+        dt = F.softplus(self.dt_proj(dt_low))                                      # (B, N, inner)
+        a = -torch.exp(self.A_log)                                                 # (inner, ds)
+        log_w = dt.unsqueeze(-1) * a                                               # (B, N, inner, ds)
+        u = (dt * xs).unsqueeze(-1) * b_in.unsqueeze(2)                            # (B, N, inner, ds)
+        h = tree_aggregate(u.reshape(b, n, -1), torch.exp(log_w).reshape(b, n, -1), tree,
+                           engine=self.engine, log_w=log_w.reshape(b, n, -1))
+        h = self.h_norm(h.reshape(b, n, inner, ds).transpose(2, 3))                # (B, N, ds, inner)
+        y = torch.einsum("bnsc,bns->bnc", h, c_out) + self.D * xs
+        y = self.out_norm(y) * F.silu(z.reshape(b, n, inner))
+        return self.out_proj(y).reshape(b, t, q, -1)
 
 
 class TreeScanLayer(nn.Module):
