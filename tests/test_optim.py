@@ -17,12 +17,17 @@ TRAIN = {"lr": 1e-3, "weight_decay": 0.05, "backbone_lr_mult": 0.1, "step0_lr_dr
 
 
 class _Prompt(nn.Module):
+    no_weight_decay = ("content",)
+
     def __init__(self):
         super().__init__()
         self.content = nn.Parameter(torch.randn(2, 4))
+        self.mask_embed = nn.Linear(4, 4)
 
 
 class _Toy(nn.Module):
+    no_weight_decay = ("A_log",)
+
     def __init__(self):
         super().__init__()
         self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4))
@@ -32,7 +37,6 @@ class _Toy(nn.Module):
         self.frame_decoder.norm = nn.LayerNorm(4)
         self.frame_decoder.prompts = nn.ModuleList([_Prompt()])
         self.A_log = nn.Parameter(torch.zeros(4, 1))
-        self.A_log._no_weight_decay = True
         self.frozen = nn.Linear(4, 4)
         self.frozen.requires_grad_(False)
 
@@ -53,6 +57,7 @@ def test_param_groups_lr_and_decay():
         "frame_decoder.proj.weight": (1e-3, 0.05), "frame_decoder.proj.bias": (1e-3, 0.05),
         "frame_decoder.norm.weight": (1e-3, 0.0), "frame_decoder.norm.bias": (1e-3, 0.0),
         "frame_decoder.prompts.0.content": (1e-3, 0.0), "A_log": (1e-3, 0.0),
+        "frame_decoder.prompts.0.mask_embed.weight": (1e-3, 0.05), "frame_decoder.prompts.0.mask_embed.bias": (1e-3, 0.05),
     }
     all_names = sorted(n for g in groups for n in g["names"])
     assert all_names == sorted(expect)  # frozen parameters are left out
@@ -103,8 +108,8 @@ def test_clip_gradients_global_norm():
 
 
 def test_real_model_groups_follow_the_protocol():
-    """Full tiny model: norms, embeddings, prompts and the tree scan's A_log/D get no decay; weights and biases
-    of linear/conv layers decay."""
+    """Full tiny model: norms, embeddings, prompt embeddings and the tree scan's A_log/D get no decay; weights and
+    biases of linear/conv layers (prompt mask MLPs included) decay."""
     from hvpl.config import load_run_config
     from hvpl.model.hvpl import HVPLModel
 
@@ -115,6 +120,10 @@ def test_real_model_groups_follow_the_protocol():
     free = names - decay
     assert any(n.endswith("ssm.A_log") for n in free) and any(n.endswith("ssm.D") for n in free)
     assert all(not n.endswith(("ssm.A_log", "ssm.D")) for n in decay)
-    assert any(".prompts." in n for n in free) and all(".prompts." not in n for n in decay)
+    prompt_embeddings = {n for n in names if ".prompts." in n and ".mask_embed." not in n}
+    assert {n.rsplit(".", 1)[1] for n in prompt_embeddings} == {"content", "pos", "fq_pos"}
+    assert prompt_embeddings <= free
+    # a prompt group's mask MLP is a linear layer, not an embedding: it decays like the base mask MLP
+    assert {n for n in names if ".prompts." in n and ".mask_embed." in n} <= decay
     assert "frame_decoder.query_feat.weight" in free and "frame_decoder.decoder_norm.weight" in free
     assert "frame_decoder.mask_embed.layers.0.bias" in decay and "video_decoder.input_proj.weight" in decay

@@ -2,10 +2,10 @@
 
 - Only parameters with ``requires_grad`` are optimised.
 - Backbone parameters (``backbone.*``) use ``lr * backbone_lr_mult``.
-- No weight decay on normalisation layers and embeddings (protocol.md: "0 on norms and embeddings"), counting
-  as embeddings ``nn.Embedding`` and the prompt parameters (``*.prompts.*``, learned query embeddings), and on
-  parameters flagged ``_no_weight_decay`` (the tree scan's ``A_log``/``D``, as in Mamba). Biases decay, as in
-  Mask2Former.
+- No weight decay on normalisation layers and embeddings (protocol.md: "0 on norms and embeddings"): ``nn.Embedding``
+  and the parameters a module lists in its class attribute ``no_weight_decay`` — the prompt groups' learned query
+  embeddings (content, positional, video ``fq_pos``; their mask MLPs decay like the base mask MLP) and the tree
+  scan's ``A_log``/``D`` (as in Mamba). Biases decay, as in Mask2Former.
 - Step 0 (and joint training): the LR drops x0.1 once at ``step0_lr_drop``; incremental steps: constant LR.
 - Gradient-norm clipping (``clip_grad``) over the full model (one norm over every trainable parameter).
 """
@@ -20,7 +20,6 @@ from hvpl.utils.errors import HVPLError
 
 LR_DROP_FACTOR = 0.1   # protocol.md: "step 0 drops LR x0.1 once"
 BACKBONE_PREFIX = "backbone."
-PROMPT_MARKER = ".prompts."
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
 
 
@@ -29,8 +28,8 @@ def _is_norm(module: nn.Module) -> bool:
 
 
 def _decay_free(module: nn.Module, local_name: str, full_name: str, param: nn.Parameter) -> bool:
-    return (_is_norm(module) or isinstance(module, nn.Embedding) or PROMPT_MARKER in f".{full_name}"
-            or getattr(param, "_no_weight_decay", False))
+    return (_is_norm(module) or isinstance(module, nn.Embedding)
+            or local_name in getattr(module, "no_weight_decay", ()))
 
 
 def _named_trainable(model: nn.Module) -> Iterable[tuple[str, nn.Module, str, nn.Parameter]]:

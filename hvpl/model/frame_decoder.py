@@ -109,6 +109,8 @@ class FFNLayer(nn.Module):
 class FramePromptGroup(nn.Module):
     """Task-specific frame prompts: content (P, C), per-layer positional prompts (L, P, C), own mask MLP."""
 
+    no_weight_decay = ("content", "pos")   # learned query embeddings (engine/optim.py); the mask MLP decays
+
     def __init__(self, num_prompts: int, num_layers: int, dim: int, mask_embed: MLP):
         super().__init__()
         self.content = nn.Parameter(torch.zeros(num_prompts, dim))

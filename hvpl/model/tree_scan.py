@@ -186,6 +186,8 @@ class DropPath(nn.Module):
 class TreeSSM(nn.Module):
     """The selective state-space mixer with a tree scan. forward(x: (B, T, Q, C)) -> (B, T, Q, C)."""
 
+    no_weight_decay = ("A_log", "D")   # Mamba's convention (engine/optim.py)
+
     def __init__(self, dim: int, d_state: int, expand: int, engine: str = "auto"):
         super().__init__()
         inner = expand * dim
@@ -197,7 +199,6 @@ class TreeSSM(nn.Module):
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         self.A_log = nn.Parameter(torch.zeros(inner, d_state))
         self.D = nn.Parameter(torch.ones(inner))
-        self.A_log._no_weight_decay = self.D._no_weight_decay = True   # Mamba's convention (engine/optim.py)
         self.h_norm = nn.LayerNorm(inner)
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)

@@ -23,6 +23,8 @@ class VideoPromptGroup(nn.Module):
     """Task-specific video prompts: content (P, C), per-layer positions (L_dec, P, C), key positions of the
     group's frame-query tokens ``fq_pos`` (P, C), own mask MLP."""
 
+    no_weight_decay = ("content", "pos", "fq_pos")   # learned query embeddings (engine/optim.py)
+
     def __init__(self, num_prompts: int, num_layers: int, dim: int, mask_embed: MLP):
         super().__init__()
         self.content = nn.Parameter(torch.zeros(num_prompts, dim))
