@@ -42,7 +42,7 @@ def run(workdir: Path, cores: int, configfile: Path) -> float:
 def rule_times(workdir: Path) -> dict:
     """{rule: {"jobs", "total_s", "mean_s", "max_s"}} from the benchmark TSVs (the `s` column)."""
     times = defaultdict(list)
-    for tsv in (workdir / "benchmarks").rglob("*.tsv"):
+    for tsv in (workdir / "results" / "benchmarks").rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
         m = STEP_RULES.match(tsv.stem)

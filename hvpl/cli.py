@@ -59,7 +59,9 @@ def cmd_split(args):
     from hvpl.config import load_scenario
     from hvpl.data.splits import make_scenario_split
 
-    make_scenario_split(load_scenario(args.scenario), Path(args.data_root), Path(args.out), seed=args.seed)
+    scenario = load_scenario(args.scenario)
+    root = args.data_root or (scenario.get("data") or {}).get("root")   # neither: $DATASETS_ROOT (data/ytvis.py)
+    make_scenario_split(scenario, Path(root) if root else None, Path(args.out), seed=args.seed)
 
 
 def cmd_evaluate(args):
@@ -134,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("split", help="class-incremental split: classes.json, train_step{t}.json, test_step{t}.json")
     p.add_argument("--scenario", required=True)
-    p.add_argument("--data-root", required=True, help="dataset root (layouts of protocol.md Section 1)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset root (layouts of protocol.md Section 1; default: the scenario's data.root, "
+                        "else $DATASETS_ROOT)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None, help="re-split seed (default: the scenario's)")
     p.set_defaults(func=cmd_split)

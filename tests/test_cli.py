@@ -1,6 +1,8 @@
 """hvpl.cli: output paths checked before anything is written; errors as one line with exit code 2."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hvpl.cli import main
@@ -25,3 +27,22 @@ def test_output_paths_that_cannot_be_written_stop_before_anything(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message.format(**fill) in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_split_without_data_root_uses_the_scenario_root_else_datasets_root(tmp_path, capsys, monkeypatch):
+    """--data-root is optional: the scenario's data.root, else $DATASETS_ROOT, else a clear error."""
+    from hvpl.config import load_scenario
+    from hvpl.data.synthetic import generate_synthetic
+
+    monkeypatch.delenv("DATASETS_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["split", "--scenario", "ytvis2019_20-2", "--out", "a"]) == 2      # no data.root
+    assert "no data root given and DATASETS_ROOT is not set" in capsys.readouterr().err
+    monkeypatch.setenv("DATASETS_ROOT", str(tmp_path / "nowhere"))
+    assert main(["split", "--scenario", "ytvis2019_20-2", "--out", "a"]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    sc = load_scenario("synth_smoke")                                             # data.root, relative
+    generate_synthetic(Path(sc["data"]["root"]), num_classes=sc["num_classes"], **sc["synthetic"])
+    assert main(["split", "--scenario", "synth_smoke", "--out", "b"]) == 0
+    assert (tmp_path / "b" / "classes.json").is_file()

@@ -56,7 +56,7 @@ def test_smoke_run_writes_the_summary(smoke_run):
             for name in ("model_final.pth", "predictions.json", "metrics.json", "train_log.jsonl"):
                 assert (run / f"step{t}" / name).is_file(), run / f"step{t}" / name
             assert (run / f"step{t}" / "ogc_basis.pt").is_file() == (METHODS[m].ogc and t >= 1)
-    assert list((workdir / "benchmarks").rglob("train_step0.tsv"))
+    assert list((workdir / "results" / "benchmarks").rglob("train_step0.tsv"))
 
 
 @pytest.mark.slow
@@ -151,7 +151,7 @@ def test_resume_after_sigkill(smoke_run, tmp_path):
     assert res.returncode == 0, res.stderr[-5000:]
     for path, state in finished.items():
         assert (path.stat().st_mtime_ns, file_digest(path)) == state, f"{path} was retrained"
-    step1_log = (workdir / "logs" / "synth_smoke" / "hvpl" / "seed0" / "train_step1.log").read_text()
+    step1_log = (workdir / "results" / "logs" / "synth_smoke" / "hvpl" / "seed0" / "train_step1.log").read_text()
     start = re.search(r"iterations from (\d+)", step1_log)     # the trainer's start line
     assert start and int(start.group(1)) > 0, step1_log[-2000:]
 
@@ -174,7 +174,7 @@ def test_failing_job_stops_with_its_log_and_nothing_downstream(tmp_path):
     (split / "train_step0.json").write_text('{"videos": [')      # corrupt step-0 training data
     res = run_snakemake("--cores", "2", "all", "--configfile", str(cfg), workdir=tmp_path)
     assert res.returncode != 0
-    log = "logs/synth_smoke/_base_context/seed0/train_step0.log"
+    log = "results/logs/synth_smoke/_base_context/seed0/train_step0.log"
     assert log in res.stderr, res.stderr[-3000:]
     assert "train_step0.json" in (tmp_path / log).read_text()
     results = tmp_path / "results"

@@ -23,8 +23,10 @@ from hvpl.utils.errors import HVPLError
 
 
 RESULTS = config["results_dir"].rstrip("/")
-LOGS = "logs"
-BENCH = "benchmarks"
+# logs and benchmark TSVs live beside the results they belong to: runs with their own results_dir do not
+# overwrite each other's
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
 BASE_PREFIX = "_base_"
 # Scenario keys that `hvpl synth` / `hvpl split` take on their command line (the rest of the data-side
 # keys cannot be overridden from the workflow: make a new scenario file instead).
