@@ -144,6 +144,9 @@ BAD_RESULTS = {
     "short_uncompressed_rle": ([dict(_good_result(), segmentations=[{"size": [12, 12], "counts": [3, 4]}, None])],
                                "cover 7 pixels, the mask has 12x12"),
     "not_a_list": ({"video_id": 1}, "list"),
+    "rle_of_another_size": ([dict(_good_result(), segmentations=[{"size": [12, 12], "counts": "0i0"}, None])],
+                            "cover 25 pixels, the mask has 12x12"),
+    "unhashable_video_id": ([dict(_good_result(), video_id=[1])], "must be integers or strings"),
 }
 
 
@@ -166,6 +169,26 @@ def test_bad_gt(tmp_path):
     gt = tiny_gt()
     gt["annotations"][0]["segmentations"].append(None)
     with pytest.raises(HVPLError, match=r"annotations\[0\]"):
+        evaluate_files(write(tmp_path, "gt.json", gt), write(tmp_path, "res.json", []), tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("field, value, needle", [
+    ("polygon", [[1, 1, 2]], r"annotations\[0\] frame 0: a polygon needs an even number"),
+    ("rle", {"size": [12, 12], "counts": "PPPPPPPP"}, r"annotations\[0\] frame 0: RLE 'counts' is a truncated"),
+    ("id", [1], r"annotations\[0\]: 'id', 'video_id' and 'category_id' must be integers or strings"),
+    ("areas", [16], r"annotations\[0\]: 'areas' must list one value per frame \(2\)"),
+    ("areas", ["x", 16], r"annotations\[0\]: 'areas' entries must be non-negative numbers or null"),
+])
+def test_bad_gt_entries_are_named(tmp_path, field, value, needle):
+    """Malformed GT stops with the file and entry named (before pycocotools could hang or crash on it)."""
+    gt = tiny_gt()
+    ann = gt["annotations"][0]
+    if field in ("polygon", "rle"):
+        ann["segmentations"][0] = value
+    else:
+        ann[field] = value
+    with pytest.raises(HVPLError, match="gt.json: " + needle):
         evaluate_files(write(tmp_path, "gt.json", gt), write(tmp_path, "res.json", []), tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
 

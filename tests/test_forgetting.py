@@ -52,6 +52,18 @@ def test_worked_example(tmp_path):
     assert s1["F_AP"] == pytest.approx(0.1)
 
 
+def test_far1_comes_from_ar1_not_ap():
+    """AR1 values not proportional to AP: FAR1 (class- and task-wise) must follow AR1 alone."""
+    ar1 = [{1: .5, 2: .4}, {1: .5, 2: .1, 3: .6}, {1: .25, 2: .4, 3: .6, 4: .3}]
+    res = compute_forgetting([metrics(t, ap, ar1[t]) for t, ap in enumerate(WORKED)], STEPS)["per_step"]
+    # after step 2, old classes 1, 2, 3 with n = 2, 2, 1: (.5-.25)/.5/2, max(0, .4-.4), (.6-.6)
+    assert res[2]["FAR1"] == pytest.approx((.25 / .5 / 2 + 0 + 0) / 3)
+    assert res[1]["FAR1"] == pytest.approx((0 + (.4 - .1) / .4) / 2)
+    assert res[2]["FAP"] == pytest.approx(0.416667, abs=1e-6)                    # AP side unchanged
+    # task-wise from class means: task 0 AR1 (.45, .325), task 1 (.6, .6)
+    assert res[2]["FAR1_task"] == pytest.approx(((.45 - .325) / .45 / 2 + 0) / 2)
+
+
 def test_task_wise_from_class_means_and_per_task():
     # no per_task: task value = mean of its classes. task 0: (.7, .6, .2), task 1: (.9, .9, .45)
     res = compute_forgetting([metrics(t, ap) for t, ap in enumerate(WORKED)], STEPS)["per_step"]

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from hvpl.data.masks import check_segmentation, decode_segmentation, encode_mask, encode_track, mask_bbox
+from hvpl.data.masks import (check_segmentation, compressed_run_lengths, decode_segmentation, encode_mask,
+                             encode_track, mask_bbox)
 from hvpl.utils.errors import HVPLError
 
 
@@ -69,6 +70,38 @@ def test_rle_counts_are_checked_without_decoding(mask):
     for counts, message in (([h * w - 1], "cover"), ([-1, h * w + 1], "non-negative"), (3, "string or a list")):
         with pytest.raises(HVPLError, match=message):
             check_segmentation({"size": [h, w], "counts": counts}, h, w, "x")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_compressed_run_lengths_match_an_independent_encoding(seed):
+    """Decoding pycocotools' strings gives the run lengths of the column-major flattening (deltas, signs and
+    multi-group runs included: large masks need runs over 31 and negative deltas)."""
+    rng = np.random.default_rng(seed)
+    h, w = (int(x) for x in rng.integers(1, 80, 2))
+    m = rng.random((h, w)) < rng.random()
+    if seed % 2:
+        m = np.zeros((h, w), bool)
+        m[rng.integers(0, h):, rng.integers(0, w):] = True
+    runs = compressed_run_lengths(encode_mask(m)["counts"])
+    assert runs.tolist() == _uncompressed_rle(m)["counts"]
+
+
+def test_compressed_rle_that_does_not_cover_the_mask_is_refused(mask):
+    """Such strings made pycocotools' merge loop forever (and decode write past the mask)."""
+    h, w = mask.shape
+    small = encode_mask(np.ones((5, 5), bool))["counts"]          # a mask encoded at another size
+    for counts, message in ((small, "cover 25 pixels, the mask has 7x9"), ("0", "cover 0 pixels"),
+                            ("PPPPPPPP", "truncated or corrupt"), ("1" + "o" * 20, "truncated or corrupt"),
+                            ("0@", "negative run length")):
+        with pytest.raises(HVPLError, match=message):
+            check_segmentation({"size": [h, w], "counts": counts}, h, w, "x")
+
+
+def test_polygon_coordinates_must_be_numbers():
+    check_segmentation([[1, 1, 3, 1, 3, 3.5]], 4, 4, "x")
+    for bad in ([[1, 1, 3, 1, 3, "3"]], [[1, 1, 3, 1, 3, float("nan")]], [[1, 1, 3, 1, 3, True]]):
+        with pytest.raises(HVPLError, match="x: polygon coordinates must be finite numbers"):
+            check_segmentation(bad, 4, 4, "x")
 
 
 def test_encode_track_and_bbox():

@@ -159,6 +159,7 @@ def brute_force(gt, dts, cats=None, vids=None):
             d = [(i, r, decode(r["segmentations"])) for i, r in enumerate(dts)
                  if r["video_id"] == vid and r["category_id"] == cat]
             d.sort(key=lambda x: (-x[1]["score"], x[0]))
+            d = d[:100]   # maxDets of AP: the 100 best of each (video, class)
             npos += sum(1 for a, _ in g if not a["iscrowd"])
             for t, thr in enumerate(thrs):
                 used = set()
@@ -261,3 +262,28 @@ def test_matches_brute_force(seed):
         ref_c = brute_force(gt, dts, cats=[cat], vids=vids) if vids else {"AP": -1.0, "AR1": -1.0}
         got = ev.per_class()[cat]
         assert abs(got["AP"] - ref_c["AP"]) < TOL and abs(got["AR1"] - ref_c["AR1"]) < TOL, cat
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_detection_limits_match_brute_force(seed):
+    """130 detections of one (video, class) with true positives at ranks 0, ~5, ~50, ~80 and ~120: AP keeps
+    the 100 best, AR1 / AR10 the best 1 / 10, so each detection limit of the protocol changes the numbers."""
+    rnd = random.Random(seed)
+    h = w = 24
+    gt_boxes = [box_mask(h, w, 0, 3, 4 * j, 4 * j + 3) for j in range(5)]          # top rows
+    gt = make_gt([(1, h, w, 2)], [(1, 1, 0, [m, m]) for m in gt_boxes], num_cats=1)
+    scores = sorted((rnd.random() for _ in range(130)), reverse=True)
+    tp_ranks = {0: 0, rnd.randint(3, 8): 1, rnd.randint(40, 60): 2, rnd.randint(70, 95): 3, rnd.randint(105, 125): 4}
+    dts = []
+    for rank, score in enumerate(scores):
+        if rank in tp_ranks:
+            m = gt_boxes[tp_ranks[rank]]
+        else:                                                                     # false positives below them
+            y0, x0 = rnd.randint(8, h - 3), rnd.randint(0, w - 3)
+            m = box_mask(h, w, y0, y0 + 3, x0, x0 + 3)
+        dts.append(det(1, 1, score, [m, m]))
+    rnd.shuffle(dts)
+    ours, ref = YTVISEval(gt, dts).stats(), brute_force(gt, dts)
+    assert ref["AR1"] == pytest.approx(0.2) and ref["AR10"] == pytest.approx(0.4)
+    for key, val in ref.items():
+        assert abs(ours[key] - val) < TOL, (key, ours[key], val)

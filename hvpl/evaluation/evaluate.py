@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hvpl.data.masks import check_rle_counts
+from hvpl.data.masks import check_polygons, check_rle_counts
 from hvpl.evaluation.ytvis_eval import YTVISEval
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
@@ -32,8 +32,8 @@ def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool)
     if seg is None:
         return
     if isinstance(seg, list):
-        _require(allow_polygon and all(isinstance(p, list) for p in seg), path, entry,
-                 "segmentation must be an RLE dict or null")
+        _require(allow_polygon, path, entry, "segmentation must be an RLE dict or null")
+        check_polygons(seg, f"{path}: {entry}")
         return
     _require(isinstance(seg, dict) and "counts" in seg and "size" in seg, path, entry,
              "segmentation must be null, an RLE dict with 'size' and 'counts'" + (" or a polygon list"
@@ -45,6 +45,21 @@ def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool)
     check_rle_counts(seg["counts"], video["height"], video["width"], f"{path}: {entry}")
 
 
+def _is_id(value) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _check_areas(ann: dict, length: int, path, entry: str) -> None:
+    """Optional per-frame ``areas`` (they set the track's area range): one non-negative number or null per frame."""
+    areas = ann.get("areas")
+    if areas is None:
+        return
+    _require(isinstance(areas, list) and len(areas) == length, path, entry,
+             f"'areas' must list one value per frame ({length})")
+    _require(all(a is None or (isinstance(a, (int, float)) and not isinstance(a, bool) and a >= 0) for a in areas),
+             path, entry, "'areas' entries must be non-negative numbers or null")
+
+
 def validate_gt(gt, path) -> dict:
     """Minimal YouTube-VIS GT checks; fills a missing video ``length`` from ``file_names``. Returns ``gt``."""
     _require(isinstance(gt, dict), path, "top level", "must be a JSON object")
@@ -54,6 +69,7 @@ def validate_gt(gt, path) -> dict:
     for i, v in enumerate(gt["videos"]):
         _require(isinstance(v, dict) and all(k in v for k in ("id", "height", "width")), path,
                  f"videos[{i}]", "needs 'id', 'height' and 'width'")
+        _require(_is_id(v["id"]), path, f"videos[{i}]", f"id {v['id']!r} must be an integer or a string")
         if "length" not in v:
             _require(isinstance(v.get("file_names"), list), path, f"videos[{i}]", "needs 'length' or 'file_names'")
             v["length"] = len(v["file_names"])
@@ -62,11 +78,14 @@ def validate_gt(gt, path) -> dict:
     cats = set()
     for i, c in enumerate(gt["categories"]):
         _require(isinstance(c, dict) and "id" in c, path, f"categories[{i}]", "needs 'id'")
+        _require(_is_id(c["id"]), path, f"categories[{i}]", f"id {c['id']!r} must be an integer or a string")
         cats.add(c["id"])
     for i, ann in enumerate(gt["annotations"]):
         entry = f"annotations[{i}]"
         _require(isinstance(ann, dict) and all(k in ann for k in ("id", "video_id", "category_id", "segmentations")),
                  path, entry, "needs 'id', 'video_id', 'category_id' and 'segmentations'")
+        _require(all(_is_id(ann[k]) for k in ("id", "video_id", "category_id")), path, entry,
+                 "'id', 'video_id' and 'category_id' must be integers or strings")
         _require(ann["video_id"] in videos, path, entry, f"video_id {ann['video_id']} is not in 'videos'")
         _require(ann["category_id"] in cats, path, entry, f"category_id {ann['category_id']} is not in 'categories'")
         video = videos[ann["video_id"]]
@@ -75,6 +94,7 @@ def validate_gt(gt, path) -> dict:
                  f"'segmentations' must list one entry per frame ({video['length']} for video {video['id']})")
         for t, seg in enumerate(segs):
             _check_segmentation(seg, video, path, f"{entry} frame {t}", allow_polygon=True)
+        _check_areas(ann, video["length"], path, entry)
     return gt
 
 
@@ -88,6 +108,8 @@ def validate_results(results, path, gt: dict, gt_path) -> list:
         _require(isinstance(res, dict) and all(k in res for k in ("video_id", "category_id", "score",
                                                                    "segmentations")),
                  path, entry, "needs 'video_id', 'category_id', 'score' and 'segmentations'")
+        _require(_is_id(res["video_id"]) and _is_id(res["category_id"]), path, entry,
+                 "'video_id' and 'category_id' must be integers or strings")
         _require(res["video_id"] in videos, path, entry,
                  f"video_id {res['video_id']} is not in the ground truth {gt_path}")
         _require(res["category_id"] in cats, path, entry,
