@@ -212,3 +212,44 @@ def test_crowd_regions_are_not_training_instances(tiny_split_dir, tiny_scenario,
     assert items[0]["labels"].numel() >= 1
     assert torch.equal(items[0]["labels"], items[1]["labels"])   # the crowd copy adds no instance
     assert torch.equal(items[0]["masks"], items[1]["masks"])
+
+
+def test_frames_follow_the_reference_sampler(tiny_split_dir, tiny_scenario):
+    """VITA's sampler: the T-1 extra frames come from the *other* frames within +-range (with replacement)."""
+    ds = ClipDataset(tiny_split_dir / "train_step0.json", 2, 1, tiny_scenario["input"], seed=0)
+    rng = np.random.default_rng(0)
+    pairs = [ds.sample_frames(rng, 5) for _ in range(600)]
+    assert all(a < b and b - a == 1 for a, b in pairs)            # never the reference twice, within range
+    assert {tuple(p) for p in pairs} == {(0, 1), (1, 2), (2, 3), (3, 4)}
+    assert ds.sample_frames(rng, 1) == [0, 0]                      # a one-frame video repeats its frame
+    ds4 = ClipDataset(tiny_split_dir / "train_step0.json", 4, 2, tiny_scenario["input"], seed=0)
+    for _ in range(200):
+        fi = ds4.sample_frames(rng, 9)
+        assert fi == sorted(fi) and fi[-1] - fi[0] <= 4 and len(fi) == 4
+
+
+def test_paper_augmentation_probabilities():
+    """protocol.md: the resize + crop branch with p = 0.5, a horizontal flip with p = 0.5 (the paper's config)."""
+    from hvpl.config import load_scenario
+
+    cfg = load_scenario("ytvis2019_20-2")["input"]
+    rng = np.random.default_rng(0)
+    draws = [sample_clip_transform(rng, 720, 1280, cfg, train=True) for _ in range(4000)]
+    cropped = np.mean([tf.crop is not None for tf in draws])
+    flipped = np.mean([tf.flip for tf in draws])
+    assert abs(cropped - 0.5) < 0.03 and abs(flipped - 0.5) < 0.03, (cropped, flipped)
+
+
+def test_a_clip_without_visible_instance_is_drawn_again(tiny_split_dir, tiny_scenario, monkeypatch):
+    """Draws in which no instance is visible are replaced (same generator) before giving up."""
+    ds = ClipDataset(tiny_split_dir / "train_step0.json", T, RANGE, tiny_scenario["input"], seed=0)
+    calls = []
+    real = ds._instances
+
+    def first_draws_empty(video, frames):
+        calls.append(frames)
+        labels, masks = real(video, frames)
+        return (labels, masks) if len(calls) > 2 else ([], masks[:0])
+    monkeypatch.setattr(ds, "_instances", first_draws_empty)
+    item = ds[0]
+    assert len(calls) == 3 and len(item["labels"]) > 0 and item["present"].any(1).all()

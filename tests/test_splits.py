@@ -222,3 +222,12 @@ def test_categories_of_another_dataset_are_refused(tmp_path):
     zero_based = dict(data, categories=[{"id": 0, "name": "person"}] + data["categories"])
     with pytest.raises(HVPLError, match=r"ids \[0\] are not ovis's"):
         check_dataset_categories(zero_based, "ovis", "t.json")
+
+
+def test_resplit_keeps_unannotated_videos_out_of_the_test_set():
+    """A video without annotations belongs to no step's test file: it never takes a test slot."""
+    cats = {v: ([1] if v % 2 else [2]) if v <= 10 else [] for v in range(1, 21)}   # 10 annotated, 10 empty
+    for seed in range(8):
+        train, test = stratified_resplit(make_dataset(cats), [1, 2], 0.3, seed, "x")
+        assert all(cats[v] for v in test), (seed, test)
+        assert len(test) == round(0.3 * 10) and sorted(train + test) == sorted(cats)

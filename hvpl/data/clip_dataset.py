@@ -119,11 +119,13 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
         return int(self._perms[epoch][pos])
 
     def sample_frames(self, rng: np.random.Generator, length: int) -> list[int]:
-        """A reference frame + T-1 frames with replacement within +-frame_range, sorted."""
+        """A reference frame + T-1 frames drawn with replacement from the other frames within +-frame_range,
+        sorted (VITA / Mask2Former-VIS's sampler; a video of one frame repeats it)."""
         ref = int(rng.integers(length))
         lo, hi = max(0, ref - self.frame_range), min(length - 1, ref + self.frame_range)
-        others = rng.integers(lo, hi, size=self.num_frames - 1, endpoint=True)
-        return sorted([ref, *(int(t) for t in others)])
+        pool = [t for t in range(lo, hi + 1) if t != ref] or [ref]
+        others = rng.integers(len(pool), size=self.num_frames - 1)
+        return sorted([ref, *(pool[int(i)] for i in others)])
 
     def _instances(self, video: dict, frames: list[int]):
         """Annotations present in >= 1 of ``frames`` -> (labels list, masks bool (N, T, H, W))."""

@@ -67,7 +67,7 @@ def stratified_resplit(data: dict, order: list[int], test_ratio: float, seed: in
     """Seeded, class-stratified train/test split of ``data``'s videos -> (train_ids, test_ids), sorted.
 
     Every class gets >= 1 test and >= 1 train video; per class at most ceil(ratio * count) test videos;
-    about ``round(ratio * #videos)`` test videos in total.
+    about ``round(ratio * #annotated videos)`` test videos in total, all annotated.
     """
     if not 0.0 < test_ratio < 1.0:
         raise HVPLError(f"{where}: split.test_ratio must be in (0, 1), got {test_ratio}")
@@ -80,13 +80,14 @@ def stratified_resplit(data: dict, order: list[int], test_ratio: float, seed: in
             counts[c] += 1
     test, test_count = set(), {c: 0 for c in order}
     _pick_seed_videos(order, vid_classes, perm, counts, test, test_count, where)
-    target = round(test_ratio * len(ids))
+    # videos without an annotation belong to no step's test set: they stay in training and do not count
+    target = round(test_ratio * sum(1 for v in ids if vid_classes[v]))
     caps = {c: math.ceil(test_ratio * counts[c]) for c in order}
     for v in perm:
         if len(test) >= target:
             break
         cls = vid_classes[v]
-        if v in test or any(test_count[k] >= caps[k] or counts[k] - test_count[k] <= 1 for k in cls):
+        if not cls or v in test or any(test_count[k] >= caps[k] or counts[k] - test_count[k] <= 1 for k in cls):
             continue
         test.add(v)
         for k in cls:
