@@ -49,6 +49,9 @@ def test_load_valid(tmp_path):
     (lambda d: d["annotations"][0].update(segmentations=None), r"annotations\[0\] \(id 1\): 'segmentations' must"),
     (lambda d: d["videos"][0].update(file_names=None), r"videos\[0\] \(id 1\): 'file_names' must be a list"),
     (lambda d: d.update(videos={"1": {}}), "'videos' must be a list"),
+    (lambda d: d["videos"][0].update(id=[1]), r"videos\[0\]: id \[1\] must be an integer or a string"),
+    (lambda d: d["annotations"][1].update(video_id=[2]), r"annotations\[1\] \(id 2\): video_id \[2\] must be"),
+    (lambda d: d["categories"][0].update(id=1.5), r"categories\[0\]: id 1.5 must be an integer or a string"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
     data = make_vis()

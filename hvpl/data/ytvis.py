@@ -90,6 +90,17 @@ def _require(obj: dict, keys: tuple, where: str) -> None:
         raise HVPLError(f"{where}: missing keys {missing}")
 
 
+def is_id(value) -> bool:
+    """A YouTube-VIS id: an integer (or a string), never a list, a float or a bool."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _require_ids(obj: dict, keys: tuple, where: str) -> None:
+    bad = [k for k in keys if not is_id(obj[k])]
+    if bad:
+        raise HVPLError(f"{where}: {bad[0]} {obj[bad[0]]!r} must be an integer or a string")
+
+
 def _check_unique(items: list, where: str, what: str) -> None:
     dup = [k for k, n in Counter(x["id"] for x in items).items() if n > 1]
     if dup:
@@ -113,11 +124,13 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
             raise HVPLError(f"{path}: '{key}' must be a list")
     for i, c in enumerate(data["categories"]):
         _require(c, ("id", "name"), f"{path}: categories[{i}]")
+        _require_ids(c, ("id",), f"{path}: categories[{i}]")
     _check_unique(data["categories"], str(path), "category")
     videos = {}
     for i, v in enumerate(data["videos"]):
         where = f"{path}: videos[{i}]"
         _require(v, ("id", "width", "height", "file_names"), where)
+        _require_ids(v, ("id",), where)
         if not isinstance(v["file_names"], list):
             raise HVPLError(f"{where} (id {v['id']}): 'file_names' must be a list")
         if "length" in v and v["length"] != len(v["file_names"]):
@@ -129,6 +142,7 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
     for i, a in enumerate(data["annotations"]):
         where = f"{path}: annotations[{i}] (id {a.get('id')})"
         _require(a, ("id", "video_id", "category_id", "segmentations"), where)
+        _require_ids(a, ("id", "video_id", "category_id"), where)
         if a["category_id"] not in cat_ids:
             raise HVPLError(f"{where}: unknown category_id {a['category_id']}")
         video = videos.get(a["video_id"])

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from hvpl.data.masks import check_polygons, check_rle_counts
+from hvpl.data.ytvis import is_id
 from hvpl.evaluation.ytvis_eval import YTVISEval
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
@@ -45,10 +46,6 @@ def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool)
     check_rle_counts(seg["counts"], video["height"], video["width"], f"{path}: {entry}")
 
 
-def _is_id(value) -> bool:
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
 def _check_areas(ann: dict, length: int, path, entry: str) -> None:
     """Optional per-frame ``areas`` (they set the track's area range): one non-negative number or null per frame."""
     areas = ann.get("areas")
@@ -69,7 +66,7 @@ def validate_gt(gt, path) -> dict:
     for i, v in enumerate(gt["videos"]):
         _require(isinstance(v, dict) and all(k in v for k in ("id", "height", "width")), path,
                  f"videos[{i}]", "needs 'id', 'height' and 'width'")
-        _require(_is_id(v["id"]), path, f"videos[{i}]", f"id {v['id']!r} must be an integer or a string")
+        _require(is_id(v["id"]), path, f"videos[{i}]", f"id {v['id']!r} must be an integer or a string")
         if "length" not in v:
             _require(isinstance(v.get("file_names"), list), path, f"videos[{i}]", "needs 'length' or 'file_names'")
             v["length"] = len(v["file_names"])
@@ -78,13 +75,13 @@ def validate_gt(gt, path) -> dict:
     cats = set()
     for i, c in enumerate(gt["categories"]):
         _require(isinstance(c, dict) and "id" in c, path, f"categories[{i}]", "needs 'id'")
-        _require(_is_id(c["id"]), path, f"categories[{i}]", f"id {c['id']!r} must be an integer or a string")
+        _require(is_id(c["id"]), path, f"categories[{i}]", f"id {c['id']!r} must be an integer or a string")
         cats.add(c["id"])
     for i, ann in enumerate(gt["annotations"]):
         entry = f"annotations[{i}]"
         _require(isinstance(ann, dict) and all(k in ann for k in ("id", "video_id", "category_id", "segmentations")),
                  path, entry, "needs 'id', 'video_id', 'category_id' and 'segmentations'")
-        _require(all(_is_id(ann[k]) for k in ("id", "video_id", "category_id")), path, entry,
+        _require(all(is_id(ann[k]) for k in ("id", "video_id", "category_id")), path, entry,
                  "'id', 'video_id' and 'category_id' must be integers or strings")
         _require(ann["video_id"] in videos, path, entry, f"video_id {ann['video_id']} is not in 'videos'")
         _require(ann["category_id"] in cats, path, entry, f"category_id {ann['category_id']} is not in 'categories'")
@@ -108,7 +105,7 @@ def validate_results(results, path, gt: dict, gt_path) -> list:
         _require(isinstance(res, dict) and all(k in res for k in ("video_id", "category_id", "score",
                                                                    "segmentations")),
                  path, entry, "needs 'video_id', 'category_id', 'score' and 'segmentations'")
-        _require(_is_id(res["video_id"]) and _is_id(res["category_id"]), path, entry,
+        _require(is_id(res["video_id"]) and is_id(res["category_id"]), path, entry,
                  "'video_id' and 'category_id' must be integers or strings")
         _require(res["video_id"] in videos, path, entry,
                  f"video_id {res['video_id']} is not in the ground truth {gt_path}")
