@@ -92,6 +92,39 @@ def test_split_of_a_given_dataset_depends_on_its_files(tmp_path):
     assert f"--data-root {root} " in split_block
 
 
+def _synthesize_and_split(cfg, tmp_path):
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    (synth,) = rule_blocks(out, "synthesize")
+    (split,) = rule_blocks(out, "split")
+    return synth, split
+
+
+def test_synthetic_overrides_generate_their_own_data(tmp_path):
+    """Configs asking for other synthetic settings (e.g. a second results_dir) do not share, and so regenerate,
+    one data folder: the scenario file's settings go to resources/synth/NAME, overridden ones to NAME@DIGEST."""
+    synth, split = _synthesize_and_split(SMOKE, tmp_path)
+    assert field(synth, "output").startswith("resources/synth/synth_smoke/train.json")
+    assert "--num-videos" not in synth
+    assert "--data-root resources/synth/synth_smoke " in split
+
+    folders = set()
+    for n in (20, 30):
+        cfg = write_config(tmp_path / f"o{n}.yaml", results_dir=f"results{n}",
+                           overrides={"synth_smoke": {"scenario.synthetic.num_videos": n}})
+        synth, split = _synthesize_and_split(cfg, tmp_path)
+        root = re.match(r"(resources/synth/synth_smoke@[0-9a-f]{16})/train\.json", field(synth, "output")).group(1)
+        assert f"--scenario synth_smoke --out {root} --num-videos {n} " in synth
+        assert f"--data-root {root} " in split and f"input: {root}/train.json" in split
+        folders.add(root)
+    assert len(folders) == 2
+
+    res = run_snakemake("-n", "resources/synth/synth_smoke@0123456789abcdef/train.json", "--configfile", str(cfg),
+                        workdir=tmp_path)
+    assert res.returncode != 0 and "that this config does not set" in res.stdout + res.stderr
+
+
 def test_every_job_reading_split_files_depends_on_the_split_folder(tmp_path):
     """The split rule's output is the scenario's folder (its number of files depends on the scenario); every
     job that reads a split file lists the folder as input and names the file in its command."""

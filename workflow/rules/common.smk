@@ -15,7 +15,7 @@ import yaml
 
 sys.path.insert(0, str(Path(workflow.basedir)))  # the repository's hvpl package, even without `pip install -e`
 
-from hvpl.config import load_run_config, num_steps
+from hvpl.config import load_run_config, load_scenario, num_steps
 from hvpl.continual.growth import check_model_builds
 from hvpl.continual.methods import METHODS, get_method
 from hvpl.data.splits import coco_annotation_path
@@ -170,8 +170,36 @@ def ckpt_dir(scenario, method, seed, step):
     return f"{run_dir(scenario, method, seed)}/checkpoints/step{step}"
 
 
-def synth_root(scenario):
+def default_synth_root(scenario):
+    """Where the workflow generates a synthetic scenario with its file's own settings (the file's data.root)."""
     return f"resources/synth/{scenario}"
+
+
+def synth_overrides(scenario):
+    """The config's `scenario.synthetic.*` overrides of ``scenario`` as sorted (key, value) pairs."""
+    return sorted((k, v) for k, v in _override_items(scenario) if k in SYNTH_FLAGS)
+
+
+def synth_variant(scenario):
+    """The folder name of the data this config generates for ``scenario``: the scenario's name, or with synthetic
+    overrides NAME@DIGEST, so that configs (and their results_dirs) asking for other synthetic settings each keep
+    their own data instead of regenerating a shared folder and putting each other's runs out of date."""
+    items = synth_overrides(scenario)
+    return f"{scenario}@{_digest(items)}" if items else scenario
+
+
+def synth_root(scenario):
+    return f"resources/synth/{synth_variant(scenario)}"
+
+
+def synth_scenario(variant):
+    """The scenario of a generated-data folder name (see synth_variant); a NAME@DIGEST this config does not
+    produce stops the plan instead of generating data with settings nobody asked for."""
+    scenario = variant.split("@", 1)[0]
+    if "@" in variant and variant != synth_variant(scenario):
+        raise WorkflowError(f"resources/synth/{variant}: made for synthetic overrides of '{scenario}' that this "
+                            f"config does not set (its data: resources/synth/{synth_variant(scenario)})")
+    return scenario
 
 
 def data_root(scenario):
@@ -203,9 +231,9 @@ def _check_synthetic_roots():
     it: a file copied from another synthetic scenario would otherwise name that scenario's data."""
     for name in SCENARIOS:
         root = (SCENARIOS[name].get("data") or {}).get("root")
-        if generates_data(name) and root and os.path.normpath(root) != synth_root(name):
+        if generates_data(name) and root and os.path.normpath(root) != default_synth_root(name):
             raise WorkflowError(f"scenario '{name}' (synthetic): data.root is {root}, but the workflow generates "
-                                f"its data in {synth_root(name)}; set data.root to that folder, or give data made "
+                                f"its data in {default_synth_root(name)}; set data.root to that folder, or give data made "
                                 f"before in the config's data_roots")
 
 
@@ -273,7 +301,10 @@ def _digest(obj):
 
 
 def synth_settings(wildcards):
-    sc = SCENARIOS[wildcards.scenario]
+    """The synthetic settings a generated-data folder is made with: the scenario file's (NAME), or with this
+    config's overrides applied (NAME@DIGEST)."""
+    scenario = synth_scenario(wildcards.variant)
+    sc = SCENARIOS[scenario] if "@" in wildcards.variant else load_scenario(scenario)
     return _digest([sc["num_classes"], sc.get("synthetic")])
 
 
@@ -301,7 +332,9 @@ def compute_args():
 
 
 def synth_args(wildcards):
-    items = dict(_override_items(wildcards.scenario))
+    """`hvpl synth` flags of a generated-data folder: the overrides of a NAME@DIGEST folder, none for NAME."""
+    scenario = synth_scenario(wildcards.variant)
+    items = dict(synth_overrides(scenario)) if "@" in wildcards.variant else {}
     return " ".join(f"--{flag} {int(items[k])}" for k, flag in SYNTH_FLAGS.items() if k in items)
 
 

@@ -4,22 +4,26 @@
 rule synthesize:
     """The synthetic YouTube-VIS-layout dataset of a synthetic scenario (its data.root)."""
     output:
-        json="resources/synth/{scenario}/train.json",
-        frames=directory("resources/synth/{scenario}/train"),
+        json="resources/synth/{variant}/train.json",
+        frames=directory("resources/synth/{variant}/train"),
+    wildcard_constraints:
+        # the scenario's name, or NAME@DIGEST for the config's synthetic overrides (common.smk synth_variant)
+        variant="(" + "|".join(re.escape(sc) for sc in SCENARIOS) + ")(@[0-9a-f]{16})?",
     params:
         root=lambda wildcards, output: os.path.dirname(output.json),
+        scenario=lambda wildcards: synth_scenario(wildcards.variant),
         extra=synth_args,
-        settings=synth_settings,  # the scenario file's synthetic section: an edit regenerates
+        settings=synth_settings,  # the synthetic section (and overrides): an edit regenerates
     resources:
         **cluster_resources("synthesize"),
     log:
-        f"{LOGS}/{{scenario}}/synthesize.log",
+        f"{LOGS}/{{variant}}/synthesize.log",
     benchmark:
-        f"{BENCH}/{{scenario}}/synthesize.tsv"
+        f"{BENCH}/{{variant}}/synthesize.tsv"
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl synth --scenario {wildcards.scenario} --out {params.root} {params.extra} > {log} 2>&1"
+        "hvpl synth --scenario {params.scenario} --out {params.root} {params.extra} > {log} 2>&1"
 
 
 rule split:
