@@ -6,8 +6,8 @@ import random
 import numpy as np
 import torch
 
-from hvpl.engine.checkpoint import (KEEP, checkpoint_path, fingerprint, list_checkpoints, load_latest,
-                                    remove_checkpoints, rng_state, save_checkpoint, set_rng_state)
+from hvpl.engine.checkpoint import (KEEP, checkpoint_path, file_digest, fingerprint, list_checkpoints, load_latest,
+                                    remove_checkpoints, remove_others, rng_state, save_checkpoint, set_rng_state)
 
 torch.set_num_threads(1)
 
@@ -49,6 +49,37 @@ def test_load_latest_skips_unreadable_and_stale(tmp_path):
     assert load_latest(tmp_path, "b")["iteration"] == 6
 
 
+def test_a_new_run_keeps_its_own_checkpoints_after_rejecting_newer_stale_ones(tmp_path):
+    """An older run of another configuration left checkpoints 80 and 100; the new run resumes nothing, and its
+    checkpoints 20, 40, 60 must not be pruned in favour of the stale, higher-numbered ones."""
+    for it in (80, 100):
+        save_checkpoint(tmp_path, it, {"fingerprint": "old"})
+    (tmp_path / ".ckpt_00000120.pt.x1y2.tmp").write_bytes(b"half")   # a save killed before its rename
+    assert load_latest(tmp_path, "new") is None
+    remove_others(tmp_path, None)
+    assert list(tmp_path.iterdir()) == []
+    for it in (20, 40, 60):
+        save_checkpoint(tmp_path, it, {"fingerprint": "new"})
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [40, 60]
+
+
+def test_remove_others_keeps_the_resumed_checkpoint(tmp_path):
+    save_checkpoint(tmp_path, 5, {"fingerprint": "a"})
+    save_checkpoint(tmp_path, 6, {"fingerprint": "b"})
+    state = load_latest(tmp_path, "a")
+    remove_others(tmp_path, state["iteration"])
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [5]
+
+
+def test_file_digest_follows_content(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"weights 1")
+    b.write_bytes(b"weights 2")
+    assert file_digest(a) != file_digest(b) and file_digest(None) is None
+    b.write_bytes(b"weights 1")
+    assert file_digest(a) == file_digest(b)
+
+
 def test_fingerprint_is_stable_and_sensitive():
     cfg = {"a": 1, "b": [1, 2]}
     assert fingerprint(cfg, 0, "hvpl") == fingerprint({"b": [1, 2], "a": 1}, 0, "hvpl")
@@ -63,6 +94,7 @@ def test_remove_checkpoints_leaves_other_files_and_folders(tmp_path):
     (step1 / "train_log.jsonl").write_text("{}\n")
     step2 = tmp_path / "checkpoints" / "step2"
     save_checkpoint(step2, 3, {"x": 3})
+    (step1 / ".ckpt_00000009.pt.abcd.tmp").write_bytes(b"half")   # a save killed before its rename
     remove_checkpoints(step1, also=("train_log.jsonl",))
     assert not step1.exists() and list_checkpoints(step2)          # the parent still holds step 2's
     (step2 / "notes.txt").write_text("mine")

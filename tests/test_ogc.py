@@ -129,6 +129,9 @@ def test_basis_file_round_trip_and_errors(tmp_path):
     data = torch.load(path, weights_only=True)
     assert set(data) == {"basis", "energy_threshold", "num_features", "step"}
     assert torch.equal(load_basis(path, channels=8), M)
+    assert torch.equal(load_basis(path, step=1), M)
+    with pytest.raises(HVPLError, match="expected the basis of step 2"):   # another step's file
+        load_basis(path, step=2)
     with pytest.raises(HVPLError, match="channels"):
         load_basis(path, channels=9)
     with pytest.raises(HVPLError, match="not found"):

@@ -187,6 +187,27 @@ def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny
     assert _states_equal(a["model"], b["model"])
 
 
+def test_a_step_restarted_with_other_input_files_does_not_resume_their_checkpoints(step0_model, tiny_split_dir,
+                                                                                 tmp_path):
+    """Same config and command, another OGC basis (equally another previous model or training JSON): the
+    checkpoints of the first inputs are not resumed (they are removed), the result is that of the new inputs."""
+    cfg = _cfg("hvpl", "scenario.train.inc_iters=4")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    basis_a, _ = _basis(tmp_path / "a", cfg, rank=5)
+    basis_b, _ = _basis(tmp_path / "b", cfg, rank=3)
+    kw = dict(step=1, train_json=tiny_split_dir / "train_step1.json", prev_model=step0_model, seed=3)
+    ref = tmp_path / "ref" / "step1"
+    tr.train_step(cfg, out_dir=ref, ogc_basis=basis_b, **kw)
+    out = tmp_path / "run" / "step1"
+    with pytest.raises(_Crash):
+        tr.train_step(cfg, out_dir=out, ogc_basis=basis_a, after_iteration=_crash_after(3), **kw)
+    assert tr.ckpt_mod.list_checkpoints(tr.default_ckpt_dir(out))
+    tr.train_step(cfg, out_dir=out, ogc_basis=basis_b, **kw)
+    assert _states_equal(load_model_file(ref / tr.FINAL_NAME)["model"], load_model_file(out / tr.FINAL_NAME)["model"])
+    assert not tr.default_ckpt_dir(out).exists()
+
+
 def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_split_dir, tmp_path, monkeypatch):
     asked = []
 

@@ -97,8 +97,9 @@ def save_basis(path: Path, basis: torch.Tensor, threshold: float, num_features: 
                              "step": int(step)})
 
 
-def load_basis(path: str | Path, channels: int | None = None) -> torch.Tensor:
-    """Read a basis file -> (C, k) float32 on CPU; checks its structure and channel count."""
+def load_basis(path: str | Path, channels: int | None = None, step: int | None = None) -> torch.Tensor:
+    """Read a basis file -> (C, k) float32 on CPU; checks its structure, channel count and (given) the step it
+    was made for: step t trains with step t's basis, and step t's memory accumulates onto step t-1's."""
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: OGC basis file not found")
@@ -111,6 +112,8 @@ def load_basis(path: str | Path, channels: int | None = None) -> torch.Tensor:
         raise HVPLError(f"{path}: entry 'basis' must be a (C, k) tensor")
     if channels is not None and basis.shape[0] != channels:
         raise HVPLError(f"{path}: entry 'basis' has {basis.shape[0]} channels, the model has {channels}")
+    if step is not None and data.get("step") != step:
+        raise HVPLError(f"{path}: entry 'step' is {data.get('step')!r}, expected the basis of step {step}")
     return basis.to(torch.float32)
 
 
@@ -224,7 +227,8 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     dev = resolve_device(device)
     torch.manual_seed(seed)
     model = rebuild_model(prev).to(dev).eval()
-    old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim)
+    old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim,
+                                                     step=step - 1)
     R = collect_features(model, _memory_frames(dataset, num), max(1, int(model.chunk_frames)))
     basis = gpm_update(R, old, threshold)
     save_basis(Path(out), basis, threshold, R.shape[1], step)

@@ -2,8 +2,10 @@
 
 A checkpoint is one ``torch.save`` file ``ckpt_dir/ckpt_{iteration:08d}.pt`` written atomically, holding
 whatever the trainer passes (model, optimizer, scheduler, RNG states of every rank, data position,
-iteration, a config fingerprint). Only the latest :data:`KEEP` files are kept. On restart the newest
-readable checkpoint with a matching fingerprint is loaded; stale ones (another config) are ignored.
+iteration, a fingerprint of the configuration and of the input files). Only the latest :data:`KEEP` files are
+kept. On restart the newest readable checkpoint with a matching fingerprint is loaded; the others (another
+configuration or other inputs, unreadable, temporary files of a write cut short) are then removed, so that what
+the folder holds belongs to the run that writes it and pruning never deletes that run's own checkpoints.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from hvpl.utils.logging import log
 
 KEEP = 2   # pipeline.md / engine spec: keep the latest two checkpoints
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
+_TEMP = re.compile(r"^\.ckpt_\d+\.pt\..*\.tmp$")   # hvpl.utils.io.atomic_path's name while a save runs
 
 
 def checkpoint_path(ckpt_dir: Path, iteration: int) -> Path:
@@ -41,6 +44,18 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable parts (config, step, method, seed, world size ...)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path | None) -> str | None:
+    """SHA-256 of a file's bytes (None for None): input files take part in the fingerprint by content, so a
+    resumed step cannot continue from weights trained on another previous model, basis or training JSON."""
+    if path is None:
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- RNG states
@@ -77,6 +92,7 @@ def remove_checkpoints(ckpt_dir: Path, also: tuple[str, ...] = ()) -> None:
     ckpt_dir = Path(ckpt_dir)
     for _, path in list_checkpoints(ckpt_dir):
         path.unlink(missing_ok=True)
+    _remove_temporaries(ckpt_dir)
     for name in also:
         (ckpt_dir / name).unlink(missing_ok=True)
     for folder in (ckpt_dir, ckpt_dir.parent):
@@ -84,6 +100,24 @@ def remove_checkpoints(ckpt_dir: Path, also: tuple[str, ...] = ()) -> None:
             folder.rmdir()
         except OSError:   # not empty (other steps' checkpoints, a user's files) or already gone
             break
+
+
+def _remove_temporaries(ckpt_dir: Path) -> None:
+    if ckpt_dir.is_dir():
+        for path in ckpt_dir.iterdir():
+            if _TEMP.match(path.name):
+                path.unlink(missing_ok=True)
+
+
+def remove_others(ckpt_dir: Path, keep_iteration: int | None) -> None:
+    """Delete every checkpoint of ``ckpt_dir`` but ``keep_iteration``'s (the one resumed, if any) and the
+    temporary files of interrupted saves. Called once a run has chosen where it starts (every process has read)."""
+    ckpt_dir = Path(ckpt_dir)
+    for iteration, path in list_checkpoints(ckpt_dir):
+        if iteration != keep_iteration:
+            log(f"{path}: removed (not resumed by this run)")
+            path.unlink(missing_ok=True)
+    _remove_temporaries(ckpt_dir)
 
 
 def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict | None:
@@ -98,7 +132,7 @@ def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict
             log(f"{path}: unreadable checkpoint skipped ({exc})")
             continue
         if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:
-            log(f"{path}: checkpoint of another configuration ignored")
+            log(f"{path}: checkpoint of another configuration or other input files ignored")
             continue
         log(f"resuming from {path} (iteration {iteration})")
         return state

@@ -36,7 +36,7 @@ from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.init_weights import describe_init
 from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_batch
 from hvpl.engine.predict import load_model_file
-from hvpl.engine.step_plan import StepPlan, build_step_model, plan_step
+from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress
@@ -115,6 +115,8 @@ class StepTrainer:
     def resume(self) -> None:
         state = ckpt_mod.load_latest(self.ckpt_dir, self.fingerprint)
         barrier(self.info)   # every rank has read before rank 0 may prune
+        if self.info.is_main:
+            ckpt_mod.remove_others(self.ckpt_dir, None if state is None else state["iteration"])
         if state is None:
             return
         unwrap(self.ddp).load_state_dict(state["model"])
@@ -258,6 +260,15 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(per_proc)
 
 
+def _input_digests(cfg: dict, plan, train_json, prev_model, ogc_basis) -> dict:
+    """Content digests of the files a step trains from (part of the resume fingerprint)."""
+    files = {"train_json": train_json, "prev_model": prev_model, "ogc_basis": ogc_basis}
+    coco = coco_json_for(Path(train_json), plan.step, plan.method.joint)
+    if (cfg["scenario"].get("data") or {}).get("use_coco") and coco.is_file():
+        files["coco_json"] = coco
+    return {name: ckpt_mod.file_digest(path) for name, path in files.items()}
+
+
 def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, ogc_basis=None, ckpt_dir=None,
                seed: int = 0, device: str = "cpu", threads: int | None = None, workers: int | None = None,
                after_iteration: Callable[[int], None] | None = None) -> Path:
@@ -284,11 +295,13 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
             if ogc_basis is None:
                 raise HVPLError(f"method '{method.name}' uses OGC: step {step} needs --ogc-basis "
                                 f"(hvpl ogc-memory --step {step} ...)")
-            basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"])
+            basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"], step=step)
         elif ogc_basis is not None:
             log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
         counts = count_trainable(model)
-        fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters)
+        used_basis = ogc_basis if basis is not None else None
+        fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters,
+                                  _input_digests(cfg, plan, train_json, prev_model, used_basis))
         workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
                               basis=basis, fingerprint=fp, workers=workers)
