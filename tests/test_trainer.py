@@ -334,3 +334,14 @@ def test_killed_cli_process_resumes_to_identical_weights(tiny_split_dir, tmp_pat
     assert "resuming from" in again.stderr
     assert _states_equal(load_model_file(out / tr.FINAL_NAME)["model"],
                          load_model_file(tmp_path / "ref" / "step0" / tr.FINAL_NAME)["model"])
+
+
+def test_a_step0_schedule_without_its_drop_is_reported(capsys):
+    from types import SimpleNamespace
+
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=20", "scenario.train.step0_lr_drop=25")
+    tr._warn_if_no_lr_drop(cfg, SimpleNamespace(lr_drop=True, iters=20))
+    assert "step0_lr_drop = 25 >= 20 iterations: the LR is not dropped" in capsys.readouterr().err
+    tr._warn_if_no_lr_drop(cfg, SimpleNamespace(lr_drop=False, iters=20))     # incremental: constant LR anyway
+    tr._warn_if_no_lr_drop(cfg, SimpleNamespace(lr_drop=True, iters=30))
+    assert capsys.readouterr().err == ""

@@ -260,6 +260,14 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(per_proc)
 
 
+def _warn_if_no_lr_drop(cfg: dict, plan: StepPlan) -> None:
+    """A step-0 schedule whose drop falls after the last iteration (e.g. step0_iters shortened by --set alone)."""
+    drop = int(cfg["scenario"]["train"]["step0_lr_drop"])
+    if plan.lr_drop and drop >= plan.iters:
+        log(f"warning: step0_lr_drop = {drop} >= {plan.iters} iterations: the LR is not dropped in this step "
+            f"(set scenario.train.step0_lr_drop below the iterations for the protocol's schedule)")
+
+
 def _input_digests(cfg: dict, plan, train_json, prev_model, ogc_basis) -> dict:
     """Content digests of the files a step trains from (part of the resume fingerprint)."""
     files = {"train_json": train_json, "prev_model": prev_model, "ogc_basis": ogc_basis}
@@ -307,6 +315,7 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
                               basis=basis, fingerprint=fp, workers=workers)
         trainer.resume()
         if info.is_main:
+            _warn_if_no_lr_drop(cfg, plan)
             log(f"step {step} ({method.name}): {plan.iters} iterations from {trainer.state.iteration}, "
                 f"{counts[0]:,} trainable / {counts[1]:,} parameters, {info.world_size} process(es) on "
                 f"{info.device}, {workers} data worker(s) per process")
