@@ -127,3 +127,17 @@ def test_real_model_groups_follow_the_protocol():
     assert {n for n in names if ".prompts." in n and ".mask_embed." in n} <= decay
     assert "frame_decoder.query_feat.weight" in free and "frame_decoder.decoder_norm.weight" in free
     assert "frame_decoder.mask_embed.layers.0.bias" in decay and "video_decoder.input_proj.weight" in decay
+
+
+def test_resnet_convolutions_decay():
+    """The paper-size backbone's convolutions (detectron2 ``ConvNorm``: a conv carrying its norm) decay; only its
+    norms would not (FrozenBatchNorm2d holds buffers only, so none is trainable)."""
+    from hvpl.config import load_run_config
+    from hvpl.model.hvpl import HVPLModel
+
+    cfg = load_run_config("synth_smoke", "hvpl", "paper_r50", [])
+    with torch.device("meta"):
+        model = HVPLModel(cfg["model"], "hvpl", 2, [2])
+    decay = {n for g in param_groups(model, TRAIN) if g["weight_decay"] > 0 for n in g["names"]}
+    convs = [n for n, p in model.backbone.named_parameters() if p.requires_grad and p.dim() == 4]
+    assert len(convs) == 53 and all(f"backbone.{n}" in decay for n in convs)

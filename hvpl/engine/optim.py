@@ -23,12 +23,10 @@ BACKBONE_PREFIX = "backbone."
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
-
-
-def _decay_free(module: nn.Module, local_name: str, full_name: str, param: nn.Parameter) -> bool:
-    return (_is_norm(module) or isinstance(module, nn.Embedding)
+def _decay_free(module: nn.Module, local_name: str) -> bool:
+    """Norm layers (by type: a class merely named ``*Norm*``, e.g. the backbone's ``ConvNorm``, is a convolution),
+    embeddings and what a module lists in ``no_weight_decay``."""
+    return (isinstance(module, (*_NORM_TYPES, nn.Embedding))
             or local_name in getattr(module, "no_weight_decay", ()))
 
 
@@ -59,7 +57,7 @@ def param_groups(model: nn.Module, train_cfg: dict) -> list[dict]:
     bb_mult = float(train_cfg.get("backbone_lr_mult", 1.0))
     groups: dict[tuple[bool, bool], dict] = {}
     for name, module, local, param in _named_trainable(model):
-        key = (name.startswith(BACKBONE_PREFIX), _decay_free(module, local, name, param))
+        key = (name.startswith(BACKBONE_PREFIX), _decay_free(module, local))
         if key not in groups:
             groups[key] = {"params": [], "names": [], "lr": lr * (bb_mult if key[0] else 1.0),
                            "weight_decay": 0.0 if key[1] else wd}
