@@ -14,10 +14,9 @@ torch.set_num_threads(1)
 class FakeModel:
     """Exposes forward_video like HVPLModel; returns fixed tensors."""
 
-    def __init__(self, groups, classes_per_task, class_order=None):
+    def __init__(self, groups, classes_per_task):
         self.groups = groups
         self.classes_per_task = classes_per_task
-        self.class_order = class_order
         self.seen_frames = None
 
     def forward_video(self, frames):
@@ -44,9 +43,9 @@ def test_topk_ids_scores_and_rle():
     t, q, k = 3, 4, 3
     logits = torch.randn(q, k + 1, generator=g) * 2
     masks = torch.randn(q, t, 16, 16, generator=g) * 4  # padded input 64x64, valid 40x56
-    model = FakeModel([{"pred_logits": logits, "pred_masks": masks, "task": 0}], [k], class_order=[12, 3, 40])
+    model = FakeModel([{"pred_logits": logits, "pred_masks": masks, "task": 0}], [k])
     item = make_item(t)
-    res = predict_video(model, item, deltas=None, topk=5)
+    res = predict_video(model, item, deltas=None, topk=5, class_order=[12, 3, 40])
     assert len(res) == 5
     probs = logits.softmax(-1)[:, :k]
     order = torch.argsort(probs.flatten(), descending=True)[:5]
@@ -69,8 +68,8 @@ def test_topk_larger_than_candidates_and_empty_mask():
     logits = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 5.0]])
     masks = torch.full((2, 2, 8, 8), -3.0)
     masks[0, 0, 2:5, 2:5] = 4.0  # query 0 has a mask in frame 0 only; query 1 is empty everywhere
-    model = FakeModel([{"pred_logits": logits, "pred_masks": masks, "task": 0}], [2], class_order=[5, 9])
-    res = predict_video(model, make_item(2, 32, 32, (32, 32)), None, topk=100)
+    model = FakeModel([{"pred_logits": logits, "pred_masks": masks, "task": 0}], [2])
+    res = predict_video(model, make_item(2, 32, 32, (32, 32)), None, topk=100, class_order=[5, 9])
     assert len(res) == 4
     empty = [r for r in res if r["score"] == 0.0]
     assert len(empty) == 2  # query 1 with both classes
@@ -87,9 +86,9 @@ def test_groups_concatenated_and_logit_manipulation():
     l0, l1 = torch.randn(3, 4, generator=g), torch.randn(2, 4, generator=g)
     m0, m1 = torch.randn(3, 2, 4, 4, generator=g), torch.randn(2, 2, 4, 4, generator=g)
     model = FakeModel([{"pred_logits": l0, "pred_masks": m0, "task": 0},
-                       {"pred_logits": l1, "pred_masks": m1, "task": 1}], cpt, class_order=[1, 2, 3])
+                       {"pred_logits": l1, "pred_masks": m1, "task": 1}], cpt)
     item = make_item(2, 16, 16, (16, 16))
-    res = predict_video(model, item, deltas=[0.4], topk=15)
+    res = predict_video(model, item, deltas=[0.4], topk=15, class_order=[1, 2, 3])
     assert len(res) == 15  # 5 queries x 3 classes
     by_class = {}
     for r in res:
@@ -115,19 +114,19 @@ def test_groups_concatenated_and_logit_manipulation():
     assert [c for _, c in got] == [c for _, c in expected]
     assert [s for s, _ in got] == pytest.approx([s for s, _ in expected], rel=1e-4, abs=1e-9)
     assert sum(s < 1e-3 for s in by_class[3]) >= 3  # group 0's queries: task-1 class suppressed
-    no_manip = predict_video(model, item, deltas=None, topk=15)
+    no_manip = predict_video(model, item, deltas=None, topk=15, class_order=[1, 2, 3])
     assert sorted(r["score"] for r in no_manip) != sorted(s for s, _ in got)
     model.method = types.SimpleNamespace(logit_manipulation=False)  # e.g. finetune: deltas ignored
-    assert predict_video(model, item, deltas=[0.4], topk=15) == no_manip
+    assert predict_video(model, item, deltas=[0.4], topk=15, class_order=[1, 2, 3]) == no_manip
 
 
-def test_single_group_not_manipulated_and_missing_class_order():
+def test_single_group_not_manipulated_and_short_class_order():
     logits = torch.tensor([[1.0, 0.5, 2.0]])
     masks = torch.ones(1, 1, 4, 4) * 3
     model = FakeModel([{"pred_logits": logits, "pred_masks": masks, "task": 0}], [2])
     item = make_item(1, 16, 16, (16, 16))
-    with pytest.raises(ValueError, match="class_order"):
-        predict_video(model, item, None, 2)
+    with pytest.raises(ValueError, match="class_order lists 1 categories, the model has 2"):
+        predict_video(model, item, None, 2, class_order=[4])
     a = predict_video(model, item, [0.4], 2, class_order=[4, 8])
     b = predict_video(model, item, None, 2, class_order=[4, 8])
     assert [r["score"] for r in a] == [r["score"] for r in b]

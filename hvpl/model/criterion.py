@@ -13,7 +13,7 @@ the sum of the values.
 
 Targets are the clip dicts of DESIGN.md (``labels`` (N,), ``masks`` (N, T, H, W), ``present`` (N, T)):
 video targets = instances present in at least one frame, frame targets = instances present in that frame.
-Targets are zero-padded to the extent the predictions cover (``mask_stride`` x the prediction size).
+Targets are zero-padded to the extent the predictions cover (``MASK_STRIDE`` x the prediction size).
 """
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvpl.model.matcher import HungarianMatcher
+from hvpl.model.pixel_decoder import MASK_STRIDE
 from hvpl.model.point_sampling import pad_to, point_sample, uncertain_point_coords
 from hvpl.utils.errors import HVPLError
 
 REQUIRED_KEYS = ("class_weight", "mask_weight", "dice_weight", "sim_weight", "no_object_weight", "num_points",
                  "oversample_ratio", "importance_sample_ratio")
-# Predicted masks are at 1/4 of the padded input (method.md Section 1); override with loss.mask_stride.
-DEFAULT_MASK_STRIDE = 4
 
 
 def split_targets(targets: list[dict], height: int, width: int, device: torch.device,
@@ -109,7 +108,6 @@ class SetCriterion(nn.Module):
             raise HVPLError(f"model config: loss: missing key(s) {', '.join(missing)}")
         self.cfg = dict(loss_cfg)
         self.num_classes = num_classes
-        self.mask_stride = int(loss_cfg.get("mask_stride", DEFAULT_MASK_STRIDE))
         self.matcher = HungarianMatcher(loss_cfg["class_weight"], loss_cfg["mask_weight"], loss_cfg["dice_weight"],
                                         int(loss_cfg["num_points"]))
         empty_weight = torch.ones(num_classes + 1)
@@ -123,7 +121,7 @@ class SetCriterion(nn.Module):
         ref = outputs["frame"] if "frame" in outputs else outputs["video"]
         h, w = ref["pred_masks"].shape[-2:]
         device = ref["pred_masks"].device
-        frame_targets, video_targets = split_targets(targets, h * self.mask_stride, w * self.mask_stride, device,
+        frame_targets, video_targets = split_targets(targets, h * MASK_STRIDE, w * MASK_STRIDE, device,
                                                        torch.float32)
         losses: dict[str, torch.Tensor] = {}
         frame_idx = video_idx = None
@@ -186,7 +184,7 @@ class SetCriterion(nn.Module):
                            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Weighted point-sampled BCE and dice of the matched masks of L levels -> {name: (L,)}.
 
-        masks: (L, B, Q, h, w) or (L, B, Q, T, h, w); target masks padded to (mask_stride*h, mask_stride*w).
+        masks: (L, B, Q, h, w) or (L, B, Q, T, h, w); target masks padded to (MASK_STRIDE*h, MASK_STRIDE*w).
         Per level: the per-mask losses summed over its matched masks and divided by ``num_masks``.
         """
         level, batch, query, row = matched

@@ -16,10 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from hvpl.model.classifier import MLP
+from hvpl.model.pixel_decoder import ENCODER_LEVELS
 from hvpl.model.position_encoding import PositionEmbeddingSine
 
 # The pixel decoder hands over three scales (strides 32, 16, 8), visited round-robin by the layers.
-NUM_FEATURE_LEVELS = 3
+NUM_FEATURE_LEVELS = len(ENCODER_LEVELS)
 # A previous-prediction pixel is attended to when its mask probability is >= this value.
 MASK_ATTN_THRESHOLD = 0.5
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from hvpl.data.masks import encode_mask
 from hvpl.model.classifier import deltas_for_groups, manipulate_logits
-from hvpl.model.criterion import DEFAULT_MASK_STRIDE
+from hvpl.model.pixel_decoder import MASK_STRIDE
 
 # Keeps the mean-sigmoid score finite for an empty mask (the score is then 0).
 SCORE_EPS = 1e-6
@@ -63,11 +63,6 @@ def select_topk(probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Ten
     flat = probs.flatten()
     order = torch.sort(flat, descending=True, stable=True).indices[:min(topk, flat.numel())]
     return flat[order], order // num_classes, order % num_classes
-
-
-def mask_stride(model) -> int:
-    cfg = getattr(model, "model_cfg", None) or {}
-    return int(cfg.get("loss", {}).get("mask_stride", DEFAULT_MASK_STRIDE))
 
 
 def resize_track(logits: torch.Tensor, padded: tuple[int, int], valid: tuple[int, int], orig: tuple[int, int]
@@ -115,21 +110,17 @@ def _run_model(model, frames: torch.Tensor) -> list[dict]:
 
 
 def predict_video(model, video_item: dict, deltas: Sequence[float] | None, topk: int,
-                  class_order: Sequence[int] | None = None) -> list[dict]:
+                  class_order: Sequence[int]) -> list[dict]:
     """Results of one video.
 
     model: exposes ``forward_video(frames (T, 3, H, W)) -> [{"pred_logits" (Qv, K+1), "pred_masks" (Qv, T, h, w),
     "task": k}]`` and ``classes_per_task``; video_item: a VideoDataset item (``video_id``, ``images`` (T, 3, H, W)
     0..255, ``orig_size`` (H0, W0)); deltas: the scenario's logit deltas, or None for no manipulation (also
     ignored when ``model.method.logit_manipulation`` is False);
-    class_order: dataset category id of every contiguous label (default ``model.class_order``).
+    class_order: dataset category id of every contiguous label (the model file's ``class_order``).
     Returns up to ``topk`` dicts {video_id, category_id, score, segmentations: [RLE per frame]} in the order of
     the top-k class probabilities (the final score also includes the mask score).
     """
-    if class_order is None:
-        class_order = getattr(model, "class_order", None)
-    if class_order is None:
-        raise ValueError("predict_video needs class_order (dataset category id per contiguous label)")
     classes_per_task = list(model.classes_per_task)
     if len(class_order) < sum(classes_per_task):
         raise ValueError(f"class_order lists {len(class_order)} categories, the model has {sum(classes_per_task)}")
@@ -142,8 +133,7 @@ def predict_video(model, video_item: dict, deltas: Sequence[float] | None, topk:
     masks = torch.cat([g["pred_masks"] for g in groups], 0)  # (sum Qg, T, h, w)
     scores, queries, labels = select_topk(probs, topk)
     h, w = masks.shape[-2:]
-    stride = mask_stride(model)
-    sizes = ((h * stride, w * stride), tuple(frames.shape[-2:]), tuple(int(s) for s in video_item["orig_size"]))
+    sizes = ((h * MASK_STRIDE, w * MASK_STRIDE), tuple(frames.shape[-2:]), tuple(int(s) for s in video_item["orig_size"]))
     chunk = int(getattr(model, "chunk_frames", 0) or masks.shape[1])
     cache: dict[int, tuple[list[dict], float]] = {}
     results = []

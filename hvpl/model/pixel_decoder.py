@@ -6,11 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hvpl.model.backbone import STAGES, STRIDES
 from hvpl.model.ms_deform_attn import MSDeformAttn
 from hvpl.model.position_encoding import PositionEmbeddingSine
 
 ENCODER_LEVELS = ("res5", "res4", "res3")   # strides 32, 16, 8 (the order of multi_scale_features)
 FPN_LEVEL = "res2"                          # stride 4
+# Input pixels per pixel of the mask features (the FPN level): masks are predicted at this stride.
+MASK_STRIDE = STRIDES[STAGES.index(FPN_LEVEL)]
 
 
 def _c2_xavier_fill(module: nn.Module) -> None:
