@@ -38,6 +38,10 @@ def test_category_table_matches_shared_file():
     if not SHARED.is_file():
         pytest.skip("shared categories.json not available")
     assert coco.category_table() == json.loads(SHARED.read_text())
+
+
+def test_many_to_one_map():
+    """Bicycle (2) and motorcycle (4) both become YouTube-VIS 2019's motorbike (21)."""
     assert coco.coco_to_dataset_map("ytvis_2019")[4] == 21 and coco.coco_to_dataset_map("ytvis_2019")[2] == 21
 
 

@@ -4,12 +4,12 @@ Exercises the whole training path (HVPLModel.forward -> SetCriterion -> AdamW) a
 (predict_video -> compressed RLE), with the IoU computed independently from the decoded RLEs.
 """
 import numpy as np
-import pytest
 import torch
 from pycocotools import mask as mask_util
 
 from hvpl.config import load_model_config
 from hvpl.model.criterion import SetCriterion
+from hvpl.model.hvpl import HVPLModel
 from hvpl.model.inference import predict_video
 
 FRAMES, SIZE = 3, 64
@@ -54,10 +54,9 @@ def track_ious(model, clip) -> list[float]:
 
 
 def test_tiny_model_overfits_one_clip():
-    hvpl_model = pytest.importorskip("hvpl.model.hvpl")
     torch.manual_seed(0)
     cfg = load_model_config("tiny")
-    model = hvpl_model.HVPLModel(cfg, "joint", 2, [2])
+    model = HVPLModel(cfg, "joint", 2, [2])
     model.set_step_mode(0)
     model.train()
     criterion = SetCriterion(cfg["loss"], num_classes=2)

@@ -20,6 +20,8 @@ def test_same_settings_pass_and_loss_or_inference_may_differ():
     check_prev_settings(cfg, prev)
     changed = load_run_config("synth_smoke", "hvpl", None, ["model.loss.mask_weight=2.0",
                                                              "model.inference.chunk_frames=2"])
+    assert changed["model"]["loss"] != prev["model_config"]["loss"]
+    assert changed["model"]["inference"] != prev["model_config"]["inference"]
     check_prev_settings(changed, prev)
 
 

@@ -10,7 +10,7 @@ per-(video, category) results:
 3. :meth:`YTVISEval.stats` accumulates the pairs of any (video set, category set) into the precision
    (T, R, K, A, M) / recall (T, K, A, M) arrays with the reference arithmetic and summarises the 12 stats.
 
-Protocol: ``/work/shared/docs/protocol.md`` Section 4.
+Protocol: protocol.md Section 4 (the project's specification); what is implemented: docs/evaluation.md.
 """
 from __future__ import annotations
 

@@ -44,11 +44,6 @@ class TreeStructure:
     def max_depth(self) -> int:
         return int(self.depth.max())
 
-    def edges(self) -> torch.Tensor:
-        """(B, N-1, 2) undirected tree edges (child, parent), children in BFS order."""
-        child = self.order[:, 1:]
-        return torch.stack((child, self.parent.gather(1, child)), dim=2)
-
     def _cached(self, key, device, build):
         k = (key, str(device))
         if k not in self._cache:

@@ -35,7 +35,8 @@ class VideoPromptGroup(nn.Module):
 
 class VideoDecoder(nn.Module):
     """Sizes from ``model_cfg["video_decoder"]``; ``context=False`` (or enc_layers 0) makes the context
-    encoder the identity (hvpl_no_context). ``num_frame_queries`` = the frame decoder's base query count."""
+    encoder the identity (hvpl_no_context). ``fq_pos`` holds one key position per base frame query
+    (``frame_decoder.num_queries``)."""
 
     def __init__(self, model_cfg: dict, context: bool = True):
         super().__init__()

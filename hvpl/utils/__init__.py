@@ -1,1 +1,1 @@
-"""Small shared helpers: errors, atomic file writes, logging, config."""
+"""Small shared helpers: errors, atomic file writes, logging."""
