@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from hvpl.model.classifier import MLP, IncrementalClassifier, deltas_for_groups, manipulate_logits
+from hvpl.model.classifier import MLP, IncrementalClassifier, deltas_for_groups, manipulate_logits, task_slices
 
 torch.set_num_threads(1)
 
@@ -38,7 +38,7 @@ def test_classifier_order_and_shapes():
     torch.testing.assert_close(out[..., :3], clf.heads[0](x))
     torch.testing.assert_close(out[..., 3:5], clf.heads[1](x))
     torch.testing.assert_close(out[..., 5:], clf.no_object(x))
-    assert clf.num_classes == 5 and clf.task_slice(1) == slice(3, 5)
+    assert clf.num_classes == 5 and task_slices(clf.classes_per_task) == [slice(0, 3), slice(3, 5)]
 
 
 def test_add_task_copies_no_object_head():

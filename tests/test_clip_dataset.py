@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hvpl.data.clip_dataset import ClipDataset, VideoDataset, collate_clips
+from hvpl.data.clip_dataset import ClipDataset, VideoDataset
 from hvpl.data.masks import decode_segmentation
 from hvpl.data.transforms import ClipTransform, apply_to_images, apply_to_masks, resize_shape, sample_clip_transform
 from hvpl.utils.errors import HVPLError
@@ -160,7 +160,6 @@ def test_class_order_fallback_and_errors(tiny_split_dir, tiny_scenario, tmp_path
     assert set(labels.tolist()) <= {0, 1}
     with pytest.raises(HVPLError, match="category 1 is not in the class order"):
         ClipDataset(tmp_path / "t.json", T, RANGE, tiny_scenario["input"], class_order=[2])
-    assert collate_clips([1, 2]) == [1, 2]
     # a missing frame file
     frames = tmp_path / "frames"
     shutil.copytree(root, frames)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvpl.model.criterion import SetCriterion, similarity_loss, split_targets
+from hvpl.model.criterion import SetCriterion, matched_pairs, similarity_loss, split_targets
 from hvpl.utils.errors import HVPLError
 
 torch.set_num_threads(1)
@@ -118,13 +118,18 @@ def test_mask_loss_normalised_by_number_of_gt_instances():
     assert float(crit(out4, [clip])["video_loss_mask"]) == pytest.approx(5.0 * math.log(2), rel=1e-5)
 
 
+def _class_loss(crit, logits, targets, indices):
+    """One level's class loss: logits (B, Q, K+1) -> scalar."""
+    return crit.class_loss_levels(logits[None], targets, matched_pairs([indices], targets, logits.device))[0]
+
+
 def test_class_loss_no_object_weight():
     crit = SetCriterion(LOSS_CFG, K)
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 4, K + 1, generator=g)
     targets = [{"labels": torch.tensor([3, 0])}, {"labels": torch.tensor([2])}]
     indices = [(torch.tensor([1, 3]), torch.tensor([0, 1])), (torch.tensor([0]), torch.tensor([0]))]
-    got = crit.class_loss(logits, targets, indices)
+    got = _class_loss(crit, logits, targets, indices)
     cls = {(0, 1): 3, (0, 3): 0, (1, 0): 2}
     num = den = 0.0
     for b in range(2):
@@ -135,7 +140,7 @@ def test_class_loss_no_object_weight():
             den += w
     assert float(got) == pytest.approx(num / den, rel=1e-5)
     crit_w1 = SetCriterion({**LOSS_CFG, "no_object_weight": 1.0}, K)
-    assert float(crit_w1.class_loss(logits, targets, indices)) == pytest.approx(
+    assert float(_class_loss(crit_w1, logits, targets, indices)) == pytest.approx(
         float(F.cross_entropy(logits.transpose(1, 2), torch.tensor([[K, 3, K, 0], [2, K, K, K]]))), rel=1e-5)
 
 

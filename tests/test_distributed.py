@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum, broadcast_object,
+from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_sum,
                                      distributed_context, local_batch_size, local_draws, resolve_device, unwrap,
                                      wrap_model)
 from hvpl.utils.errors import HVPLError
@@ -63,7 +63,6 @@ def test_single_process_helpers_are_no_ops():
     model = torch.nn.Linear(2, 2)
     assert wrap_model(model, info) is model and unwrap(model) is model
     assert all_gather_objects({"a": 1}, info) == [{"a": 1}]
-    assert broadcast_object(5, info) == 5
     t = torch.ones(2)
     assert torch.equal(all_reduce_sum(t, info), t)
 
@@ -74,12 +73,11 @@ def _worker(rank, world, port, queue):
     torch.set_num_threads(1)
     with distributed_context("cpu") as info:
         gathered = all_gather_objects(rank * 10, info)
-        b = broadcast_object("from0" if rank == 0 else None, info)
         s = all_reduce_sum(torch.tensor([float(rank + 1)]), info).item()
         model = wrap_model(torch.nn.Linear(2, 1), info)
         model(torch.full((1, 2), float(rank))).sum().backward()
         grad = unwrap(model).weight.grad.tolist()
-        queue.put((rank, info.world_size, gathered, b, s, grad))
+        queue.put((rank, info.world_size, gathered, s, grad))
 
 
 def _free_port() -> int:
@@ -99,7 +97,7 @@ def test_two_process_gloo_group():
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    for rank, world, gathered, b, s, grad in results:
-        assert world == 2 and gathered == [0, 10] and b == "from0" and s == 3.0
+    for rank, world, gathered, s, grad in results:
+        assert world == 2 and gathered == [0, 10] and s == 3.0
         # DDP averages the gradients of inputs 0 and 1: d/dw sum(w.x) = x -> mean over ranks = 0.5
         assert grad == [[0.5, 0.5]]

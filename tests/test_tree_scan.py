@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from hvpl.model.spanning_tree import TreeStructure, grid_mst
-from hvpl.model.tree_scan import (ENGINES, TreeScanLayer, VideoContextEncoder, tree_aggregate,
-                                  tree_aggregate_bruteforce)
+from hvpl.model.tree_scan import ENGINES, TreeScanLayer, VideoContextEncoder, tree_aggregate
+
+from reference_impls import tree_aggregate_bruteforce
 
 torch.set_num_threads(1)
 TREE_CFG = {"d_state": 1, "expand": 2, "mlp_ratio": 4, "drop_path": 0.0}

@@ -166,11 +166,6 @@ class ClipDataset(_VISJson, torch.utils.data.Dataset):
                 "frame_indices": torch.tensor(frames, dtype=torch.long)}
 
 
-def collate_clips(batch: list[dict]) -> list[dict]:
-    """Clips of one batch may differ in size: keep them as a list (the model pads)."""
-    return list(batch)
-
-
 class VideoDataset(_VISJson, torch.utils.data.Dataset):
     """Whole videos for inference: every frame resized to the test size.
 

@@ -12,7 +12,6 @@ from functools import lru_cache
 from pathlib import Path
 
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log
 
 CATEGORIES_FILE = Path(__file__).resolve().parent / "categories.json"
@@ -113,12 +112,3 @@ def convert_coco(coco: dict, dataset: str, *, where: str = "COCO", keep_classes=
     return {"videos": videos, "annotations": anns, "categories": cats}
 
 
-def write_coco_pseudo_videos(coco_json: str | os.PathLike, dataset: str, out_path: str | os.PathLike, *,
-                             image_root: str | os.PathLike | None = None, keep_classes=None) -> dict:
-    """Convert ``coco_json`` and write it atomically with ``image_root`` relative to ``out_path``'s folder."""
-    coco_json, out_path = Path(coco_json), Path(out_path)
-    data = convert_coco(read_json(coco_json), dataset, where=str(coco_json), keep_classes=keep_classes)
-    root = Path(image_root) if image_root is not None else coco_json.parent.parent / "train2017"
-    data["image_root"] = os.path.relpath(root.resolve(), out_path.parent.resolve())
-    atomic_write_json(out_path, data, indent=None)
-    return data

@@ -18,26 +18,6 @@ def pad_clips(clips: list[dict], pad_value: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def _slice_tree(node, index: slice):
-    if isinstance(node, torch.Tensor):
-        return node[index]
-    if isinstance(node, dict):
-        return {k: _slice_tree(v, index) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_slice_tree(v, index) for v in node]
-    return node
-
-
-def slice_outputs(outputs: dict, j: int, num_frames: int) -> dict:
-    """Outputs of clip ``j`` of a batch: frame tensors (B*T, ...) -> (T, ...), video tensors (B, ...) -> (1, ...)."""
-    out = {}
-    if "frame" in outputs:
-        out["frame"] = _slice_tree(outputs["frame"], slice(j * num_frames, (j + 1) * num_frames))
-    if "video" in outputs:
-        out["video"] = _slice_tree(outputs["video"], slice(j, j + 1))
-    return out
-
-
 def _split_tree(node, size: int, count: int) -> list:
     """``count`` per-clip copies of an output tree, every tensor split along dim 0 into chunks of ``size``."""
     if isinstance(node, torch.Tensor):
@@ -52,8 +32,9 @@ def _split_tree(node, size: int, count: int) -> list:
 
 
 def split_outputs(outputs: dict, num_clips: int, num_frames: int) -> list[dict]:
-    """:func:`slice_outputs` of every clip at once. The chunks are the same views, but each tensor gets one
-    backward node (a concatenation) instead of one full-size zero gradient per clip."""
+    """Outputs of every clip of a batch: frame tensors (B*T, ...) -> B x (T, ...), video tensors (B, ...) ->
+    B x (1, ...). The chunks are the views plain slicing gives, but each tensor gets one backward node (a
+    concatenation) instead of one full-size zero gradient per clip."""
     per_clip: list[dict] = [{} for _ in range(num_clips)]
     for key, size in (("frame", num_frames), ("video", 1)):
         if key in outputs:

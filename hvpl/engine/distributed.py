@@ -100,15 +100,6 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list:
     return out
 
 
-def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum of a tensor over ranks (a copy; the input is untouched)."""
     out = t.detach().clone()

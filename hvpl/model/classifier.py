@@ -84,14 +84,18 @@ class IncrementalClassifier(nn.Module):
         last.bias.copy_(src.bias.expand_as(last.bias))
         return head
 
-    def task_slice(self, task: int) -> slice:
-        """Logit indices of task ``task``'s classes."""
-        start = sum(self.classes_per_task[:task])
-        return slice(start, start + self.classes_per_task[task])
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., C) -> logits (..., K + 1)."""
         return torch.cat([head(x) for head in self.heads] + [self.no_object(x)], dim=-1)
+
+
+def task_slices(classes_per_task: Sequence[int]) -> list[slice]:
+    """Logit index range of every task's classes."""
+    out, start = [], 0
+    for n in classes_per_task:
+        out.append(slice(start, start + n))
+        start += n
+    return out
 
 
 def deltas_for_groups(deltas: Sequence[float], num_groups: int) -> list[float]:

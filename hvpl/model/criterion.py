@@ -161,11 +161,6 @@ class SetCriterion(nn.Module):
                 losses[f"{prefix}_{name}{suffix}"] = value
         return indices[0]
 
-    def class_loss(self, logits: torch.Tensor, targets: list[dict], indices: list) -> torch.Tensor:
-        """logits (B, Q, K+1) of one level: weighted-mean softmax CE, unmatched queries -> no-object. Scalar."""
-        matched = matched_pairs([indices], targets, logits.device)
-        return self.class_loss_levels(logits[None], targets, matched)[0]
-
     def class_loss_levels(self, logits: torch.Tensor, targets: list[dict], matched: tuple) -> torch.Tensor:
         """logits (L, B, Q, K+1), ``matched`` from :func:`matched_pairs` -> (L,) unweighted class losses: per level
         the softmax CE over its B x Q queries, unmatched ones labelled no-object (index K), averaged with the

@@ -23,20 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from hvpl.data.masks import encode_mask
-from hvpl.model.classifier import deltas_for_groups, manipulate_logits
+from hvpl.model.classifier import deltas_for_groups, manipulate_logits, task_slices
 from hvpl.model.pixel_decoder import MASK_STRIDE
 
 # Keeps the mean-sigmoid score finite for an empty mask (the score is then 0).
 SCORE_EPS = 1e-6
-
-
-def task_slices(classes_per_task: Sequence[int]) -> list[slice]:
-    """Logit index range of every task's classes."""
-    out, start = [], 0
-    for n in classes_per_task:
-        out.append(slice(start, start + n))
-        start += n
-    return out
 
 
 def group_probabilities(groups: list[dict], classes_per_task: Sequence[int], deltas: Sequence[float] | None

@@ -2,8 +2,8 @@
 
 ``ms_deform_attn_core`` is the sampling + weighting kernel written with ``F.grid_sample``; a fused CUDA
 kernel can be registered with ``register_core`` and is then used by ``MSDeformAttn`` on CUDA tensors
-(same signature, same semantics). ``ms_deform_attn_naive`` is an explicit per-point bilinear loop used
-only by the tests.
+(same signature, same semantics). The tests compare it with an explicit per-point bilinear loop
+(tests/reference_impls.py).
 """
 from __future__ import annotations
 
@@ -61,35 +61,6 @@ def ms_deform_attn_core(value: torch.Tensor, spatial_shapes: torch.Tensor, sampl
         level_out = (sampled * weights[..., lvl, :]).sum(-1)                     # (N*M, D, Lq)
         out = level_out if out is None else out + level_out
     return out.reshape(n, m * d, lq).transpose(1, 2).contiguous()
-
-
-def ms_deform_attn_naive(value: torch.Tensor, spatial_shapes: torch.Tensor, sampling_locations: torch.Tensor,
-                         attention_weights: torch.Tensor) -> torch.Tensor:
-    """Reference for the tests: an explicit loop over every sampling point with hand-written bilinear
-    interpolation (pixel centres at +0.5, zero outside the map). Same shapes as ``ms_deform_attn_core``."""
-    n, _, m, d = value.shape
-    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = spatial_shapes.tolist()
-    locs = sampling_locations.detach()
-    starts = [0]
-    for h, w in shapes:
-        starts.append(starts[-1] + h * w)
-    out = value.new_zeros(n, lq, m, d)
-    for b in range(n):
-        for q in range(lq):
-            for head in range(m):
-                for lvl, (h, w) in enumerate(shapes):
-                    for p in range(n_points):
-                        x = float(locs[b, q, head, lvl, p, 0]) * w - 0.5
-                        y = float(locs[b, q, head, lvl, p, 1]) * h - 0.5
-                        x0, y0 = math.floor(x), math.floor(y)
-                        acc = value.new_zeros(d)
-                        for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
-                            if 0 <= yy < h and 0 <= xx < w:
-                                wt = (1 - abs(x - xx)) * (1 - abs(y - yy))
-                                acc = acc + wt * value[b, starts[lvl] + yy * w + xx, head]
-                        out[b, q, head] += attention_weights[b, q, head, lvl, p] * acc
-    return out.reshape(n, lq, m * d)
 
 
 class MSDeformAttn(nn.Module):

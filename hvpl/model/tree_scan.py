@@ -146,28 +146,6 @@ def tree_aggregate(u: torch.Tensor, w: torch.Tensor, tree: TreeStructure, engine
     return _TreeAggregate.apply(u.contiguous(), w.contiguous(), tree, engine)
 
 
-def tree_aggregate_bruteforce(u: torch.Tensor, w: torch.Tensor, tree: TreeStructure) -> torch.Tensor:
-    """O(N^2) reference: walks the tree path of every pair (i, j). For tests only."""
-    b, n, _ = u.shape
-    par = tree.parent.tolist()
-    depth = tree.depth.tolist()
-    out = torch.zeros_like(u)
-    for s in range(b):
-        for i in range(n):
-            for j in range(n):
-                prod = torch.ones_like(u[s, 0])
-                a, c = i, j
-                while a != c:   # climb from the deeper node until both meet at the LCA
-                    if depth[s][a] >= depth[s][c]:
-                        prod = prod * w[s, a]
-                        a = par[s][a]
-                    else:
-                        prod = prod * w[s, c]
-                        c = par[s][c]
-                out[s, i] = out[s, i] + prod * u[s, j]
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- layers
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample with probability ``p`` in training."""
