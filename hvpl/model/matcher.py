@@ -16,6 +16,9 @@ from torch import nn
 
 from hvpl.model.point_sampling import point_sample, rand_points
 
+# Stands in for NaN / inf costs: linear_sum_assignment needs finite ones.
+INFEASIBLE_COST = 1e8
+
 
 def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean sigmoid BCE between every prediction and every target.
@@ -39,8 +42,8 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def _finite_numpy(cost: torch.Tensor) -> np.ndarray:
-    """A CPU cost tensor as numpy with NaN/inf replaced by large finite costs (linear_sum_assignment needs them)."""
-    return torch.nan_to_num(cost, nan=1e8, posinf=1e8, neginf=-1e8).numpy()
+    """A CPU cost tensor as numpy with NaN/inf replaced by large finite costs."""
+    return torch.nan_to_num(cost, nan=INFEASIBLE_COST, posinf=INFEASIBLE_COST, neginf=-INFEASIBLE_COST).numpy()
 
 
 def _assign_numpy(cost: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

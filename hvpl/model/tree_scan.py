@@ -32,6 +32,7 @@ LEVEL_COST = 0.1                 # per BFS level (per-op overhead dominates: the
 DOUBLING_STEP_COST = 0.1         # per pointer-jumping step, fixed part
 DOUBLING_COST_PER_ELEMENT = 1.8e-5   # per pointer-jumping step, per element of (B, N, D)
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4   # Mamba's dt initialisation range
+DT_RANK_DIVISOR = 16             # Mamba's dt_rank="auto": ceil(d_model / 16)
 
 
 # ----------------------------------------------------------------------------------------- aggregation
@@ -170,7 +171,7 @@ class TreeSSM(nn.Module):
         super().__init__()
         inner = expand * dim
         self.d_inner, self.d_state, self.engine = inner, d_state, engine
-        self.dt_rank = math.ceil(dim / 16)
+        self.dt_rank = math.ceil(dim / DT_RANK_DIVISOR)
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv = nn.Conv2d(inner, inner, kernel_size=3, padding=1, groups=inner)
         self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
