@@ -30,10 +30,11 @@ from hvpl.data.transforms import apply_to_images, sample_clip_transform
 from hvpl.data.synthetic import generate_synthetic
 from hvpl.engine.distributed import DistInfo
 from hvpl.engine.loader import iterate_batches, read_batch
+from hvpl.model.hvpl import PIXEL_MEAN
 from hvpl.utils.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "loading.json"
-PIXEL_MEAN = torch.tensor([123.675, 116.28, 103.53])
+PAD_VALUE = torch.tensor(PIXEL_MEAN)
 
 
 def _dataset(tmp: Path, sc: dict, height: int, width: int, videos: int) -> ClipDataset:
@@ -49,7 +50,7 @@ def _simulated_training(ds, batch: int, iters: int, compute_s: float, workers: i
     info = DistInfo(0, 1, 0, torch.device("cpu"))
     waits = []
     start = time.perf_counter()
-    batches = iterate_batches(ds, batch, info, 0, iters, workers=workers, pad_value=PIXEL_MEAN)
+    batches = iterate_batches(ds, batch, info, 0, iters, workers=workers, pad_value=PAD_VALUE)
     for _ in range(iters):
         tic = time.perf_counter()
         next(batches)
@@ -83,7 +84,7 @@ def run(scenario: str, height: int, width: int, iters: int, compute_ms: float, w
     with tempfile.TemporaryDirectory() as tmp:
         ds = _dataset(Path(tmp), sc, height, width, videos=6)
         info = DistInfo(0, 1, 0, torch.device("cpu"))
-        read_batch(ds, 0, batch, info, PIXEL_MEAN)
+        read_batch(ds, 0, batch, info, PAD_VALUE)
         clip_s = []
         for i in range(iters * batch):
             tic = time.perf_counter()

@@ -51,6 +51,7 @@ from hvpl.engine import batching
 from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.model.criterion import SetCriterion
+from hvpl.model.hvpl import PIXEL_MEAN
 from hvpl.utils.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "model.json"
@@ -138,7 +139,7 @@ def time_iteration(model, criterion, images, targets, timer: StageTimer, sync, s
 def fixed_batch(dataset, batch_size: int, device) -> tuple[torch.Tensor, list[dict]]:
     """The first ``batch_size`` clips (same inputs every iteration): images (B, T, 3, H, W), target dicts."""
     clips = [dataset[i] for i in range(batch_size)]
-    images = batching.pad_clips(clips, torch.tensor([123.675, 116.28, 103.53])).to(device)
+    images = batching.pad_clips(clips, torch.tensor(PIXEL_MEAN)).to(device)
     targets = [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in c.items() if k != "images"}
                for c in clips]
     return images, targets

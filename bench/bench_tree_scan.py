@@ -15,15 +15,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hvpl.config import load_model_config
 from hvpl.model.spanning_tree import grid_mst
 from hvpl.model.tree_scan import ENGINES, TreeScanLayer, choose_engine, tree_aggregate
 from hvpl.utils.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "tree_scan.json"
-TREE_CFG = {"d_state": 1, "expand": 2, "mlp_ratio": 4, "drop_path": 0.0}
-# (name, C, heads, T, Q, B): tiny = the CPU model (Q = 16 queries + 8 prompts), paper = 100 queries + 10 prompts
 CLOCK_NAME = "cpu"
-SIZES = [("tiny", 64, 4, 3, 24, 2), ("paper", 256, 8, 5, 110, 2)]
+# (name, model config, T frames, prompt tokens beside the base queries, B clips); width, heads, queries and the
+# tree-scan settings come from the model config
+SIZES = [("tiny", "tiny", 3, 8, 2), ("paper", "paper_r50", 5, 10, 2)]
 
 
 class AttentionLayer(nn.Module):
@@ -59,11 +60,14 @@ def best_ms(fn, repeats: int) -> float:
     return best * 1e3
 
 
-def bench_size(name, dim, heads, t, q, b, repeats) -> dict:
+def bench_size(name, model, t, prompts, b, repeats) -> dict:
+    cfg = load_model_config(model)
+    dim, video = cfg["hidden_dim"], cfg["video_decoder"]
+    heads, tree_cfg, q = video["num_heads"], video["tree_scan"], cfg["frame_decoder"]["num_queries"] + prompts
     torch.manual_seed(0)
     x = torch.randn(b, t, q, dim, requires_grad=True)
-    tree_layer = TreeScanLayer(dim, TREE_CFG)
-    attn_layer = AttentionLayer(dim, heads, TREE_CFG["mlp_ratio"])
+    tree_layer = TreeScanLayer(dim, tree_cfg)
+    attn_layer = AttentionLayer(dim, heads, tree_cfg["mlp_ratio"])
     row = {"size": name, "C": dim, "T": t, "Q": q, "B": b}
     for label, layer in (("tree", tree_layer), ("attn", attn_layer)):
         row[f"{label}_fwd_ms"] = best_ms(lambda: layer(x), repeats)
@@ -71,7 +75,7 @@ def bench_size(name, dim, heads, t, q, b, repeats) -> dict:
     row["ratio_fwd"] = row["tree_fwd_ms"] / row["attn_fwd_ms"]
     row["ratio_fwdbwd"] = row["tree_fwdbwd_ms"] / row["attn_fwdbwd_ms"]
     # breakdown on the SSM's inner width
-    inner = TREE_CFG["expand"] * dim
+    inner = tree_cfg["expand"] * dim
     feats = torch.randn(b, t, q, inner)
     row["mst_ms"] = best_ms(lambda: grid_mst(feats), repeats)
     tree = grid_mst(feats)

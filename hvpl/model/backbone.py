@@ -34,6 +34,7 @@ class FrozenBatchNorm2d(nn.Module):
         self.register_buffer("running_var", torch.ones(num_features) - eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) -> (N, C, H, W)."""
         scale = self.weight * (self.running_var + self.eps).rsqrt()
         shift = self.bias - self.running_mean * scale
         return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
@@ -47,6 +48,7 @@ class ConvNorm(nn.Conv2d):
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C_in, H, W) -> (N, C_out, H / stride, W / stride)."""
         return self.norm(super().forward(x))
 
 
@@ -68,6 +70,7 @@ class Bottleneck(nn.Module):
         self.conv2.stride = (1, 1) if flag else (stride, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, cin, H, W) -> (N, cout, H / stride, W / stride)."""
         out = F.relu_(self.conv1(x))
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
@@ -82,6 +85,7 @@ class BasicStem(nn.Module):
         self.conv1 = ConvNorm(3, cout, 7, stride=2, padding=3, norm=FrozenBatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, 3, H, W) -> (N, C, H/4, W/4) (stride-2 conv, then stride-2 max pool)."""
         return F.max_pool2d(F.relu_(self.conv1(x)), kernel_size=3, stride=2, padding=1)
 
 

@@ -104,6 +104,7 @@ class FFNLayer(nn.Module):
         _xavier_(self)
 
     def forward(self, q):
+        """q: (N, Q, C) -> (N, Q, C)."""
         return self.norm(q + self.linear2(F.relu(self.linear1(q))))
 
 

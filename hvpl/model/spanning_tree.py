@@ -51,12 +51,18 @@ class TreeStructure:
         return self._cache[k]
 
     def level_plan(self, device):
+        """{"perm": (B*N,) long, the nodes ordered by depth, then tree, then BFS rank; "ppos": (B*N,) long, the
+        parent's position in that order (0 for roots); "bounds": max_depth + 2 ints, the slice of each depth;
+        "num_roots": B} (cached per device)."""
         return self._cached("levels", device, self._build_level_plan)
 
     def doubling_plan(self, device):
+        """{"anc": list of (B*N+1,) long tables, the 2^k-th ancestor of every flat node (the extra last row,
+        index "sink", stands for none); "sink": B*N} (cached per device)."""
         return self._cached("doubling", device, self._build_doubling_plan)
 
     def dense_plan(self, device):
+        """{"ancestors": (B, N, N) float, "lca": (B, N*N) long}, see ``_build_dense_plan`` (cached per device)."""
         return self._cached("dense", device, self._build_dense_plan)
 
     def _flat_parent(self) -> np.ndarray:

@@ -119,8 +119,8 @@ def _aggregate_dense(u: torch.Tensor, log_w: torch.Tensor, tree: TreeStructure) 
 
 
 def choose_engine(u: torch.Tensor, tree: TreeStructure) -> str:
-    """The ``auto`` policy: pointer jumping on GPUs (few launches); on CPU the cheaper of levels and
-    doubling by a fitted cost model. The dense engine is never chosen automatically (slower on CPU)."""
+    """The ``auto`` policy for ``u`` (B, N, D): pointer jumping on GPUs (few launches); on CPU the cheaper of
+    levels and doubling by a fitted cost model. The dense engine is never chosen automatically (slower on CPU)."""
     if u.device.type != "cpu":
         return "doubling"
     depth = tree.max_depth
@@ -156,6 +156,7 @@ class DropPath(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, ...) -> same shape; each sample's branch is zeroed or scaled by 1 / (1 - p)."""
         if not self.training or self.p == 0.0:
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
@@ -235,6 +236,7 @@ class TreeScanLayer(nn.Module):
         self.drop_path = DropPath(float(tree_cfg["drop_path"]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, Q, C) -> (B, T, Q, C)."""
         x = x + self.drop_path(self.ssm(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -250,6 +252,7 @@ class VideoContextEncoder(nn.Module):
         self.layers = nn.ModuleList(TreeScanLayer(dim, tree_cfg) for _ in range(num_layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, Q, C) -> (B, T, Q, C)."""
         for layer in self.layers:
             x = layer(x)
         return x
