@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hvpl.data.clip_dataset import VideoDataset
-from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.engine.model_file import load_model_file, rebuild_model
 from hvpl.evaluation.evaluate import evaluate_files
 from hvpl.model.inference import predict_video
 from hvpl.utils.io import atomic_write_json

@@ -32,9 +32,10 @@ from hvpl.config import load_run_config  # noqa: E402
 from hvpl.continual.ogc import build_memory  # noqa: E402
 from hvpl.data.splits import make_scenario_split  # noqa: E402
 from hvpl.data.synthetic import generate_synthetic  # noqa: E402
-from hvpl.engine.predict import load_model_file, predict  # noqa: E402
 from hvpl.engine.distributed import resolve_device  # noqa: E402
 from hvpl.engine.loader import default_workers  # noqa: E402
+from hvpl.engine.model_file import load_model_file  # noqa: E402
+from hvpl.engine.predict import predict  # noqa: E402
 from hvpl.engine.trainer import train_step  # noqa: E402
 from hvpl.evaluation.evaluate import evaluate_files  # noqa: E402
 from hvpl.utils.io import atomic_write_json  # noqa: E402

@@ -35,14 +35,12 @@ from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_su
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.init_weights import describe_init
 from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_batch
-from hvpl.engine.predict import load_model_file
+from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, load_model_file
 from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress
 
-FINAL_NAME = "model_final.pth"
-LOG_NAME = "train_log.jsonl"
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
 
 

@@ -1,0 +1,49 @@
+"""hvpl.engine.model_file: reading a model_final.pth and rebuilding its model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hvpl.config import load_run_config
+from hvpl.engine.model_file import load_model_file, rebuild_model
+from hvpl.utils.errors import HVPLError
+from model_files import save_first_steps
+
+SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6"]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_split_dir, tmp_path_factory):
+    cfg = load_run_config("synth_smoke", "hvpl", None, SMALL)
+    return save_first_steps(cfg, tiny_split_dir, tmp_path_factory.mktemp("model_files"))
+
+
+def test_model_file_errors(models, tmp_path):
+    with pytest.raises(HVPLError, match="not found"):
+        load_model_file(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(HVPLError, match="junk.pth"):
+        load_model_file(tmp_path / "junk.pth")
+    torch.save({"model": {}}, tmp_path / "partial.pth")
+    with pytest.raises(HVPLError, match="missing entries"):
+        load_model_file(tmp_path / "partial.pth")
+    ckpt = load_model_file(models[1])
+    ckpt["classes_per_task"] = [2, 2, 2]
+    with pytest.raises(HVPLError, match="do not match"):
+        rebuild_model(ckpt)
+
+
+def test_rebuild_as_another_method_of_the_same_base(models):
+    ckpt = load_model_file(models[0])
+    for method in ("eclipse", "hvpl_no_ogc", "finetune"):
+        model = rebuild_model(ckpt, method)
+        assert model.method.name == method
+        own = model.state_dict()
+        assert all(torch.equal(own[k], v) for k, v in ckpt["model"].items())
+
+
+def test_rebuild_refuses_another_base_variant_or_a_later_step(models):
+    with pytest.raises(HVPLError, match="cannot continue as 'hvpl_no_context'"):
+        rebuild_model(load_model_file(models[0]), "hvpl_no_context")
+    with pytest.raises(HVPLError, match="step-1 'hvpl' model cannot continue as 'eclipse'"):
+        rebuild_model(load_model_file(models[1]), "eclipse")
