@@ -47,3 +47,24 @@ def test_rebuild_refuses_another_base_variant_or_a_later_step(models):
         rebuild_model(load_model_file(models[0]), "hvpl_no_context")
     with pytest.raises(HVPLError, match="step-1 'hvpl' model cannot continue as 'eclipse'"):
         rebuild_model(load_model_file(models[1]), "eclipse")
+
+
+def test_rebuilt_model_computes_what_the_saved_one_did(models):
+    """Weights of every group round-trip (prompts perturbed so that they matter); the last group trains."""
+    ckpt = load_model_file(models[1])
+    model = rebuild_model(ckpt)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.frame_decoder.prompts.parameters():
+            p.add_(torch.randn_like(p))
+    rebuilt = rebuild_model(dict(ckpt, model=model.state_dict()))
+    assert rebuilt.train_group == 1
+    model.eval(), rebuilt.eval()
+    video = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255
+    out, again = model.forward_video(video), rebuilt.forward_video(video)
+    assert [r["task"] for r in again] == [0, 1]
+    for a, b in zip(out, again):
+        assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_masks"], b["pred_masks"])
+    assert not torch.equal(out[1]["pred_logits"], rebuild_model(ckpt).eval().forward_video(video)[1]["pred_logits"])
+    with pytest.raises(HVPLError, match="scenario.prompts_per_task"):
+        rebuild_model(dict(ckpt, scenario={}))

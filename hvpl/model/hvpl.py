@@ -188,24 +188,3 @@ def without_weight_files(model_cfg: dict) -> dict:
     """A copy of ``model_cfg`` whose backbone loads no pre-trained weight file (weights come from elsewhere)."""
     return dict(model_cfg, backbone=dict(model_cfg["backbone"], weights=None))
 
-
-def build_model_from_checkpoint(ckpt: dict, map_location: str | torch.device | None = None) -> HVPLModel:
-    """Rebuild a ``model_final.pth`` dict (docs/DESIGN.md): grow the tasks, load the weights (strict)."""
-    for key in ("model", "model_config", "method", "classes_per_task", "scenario"):
-        if key not in ckpt:
-            raise HVPLError(f"checkpoint: missing entry '{key}'")
-    prompts = ckpt["scenario"].get("prompts_per_task")
-    if prompts is None:
-        raise HVPLError("checkpoint: missing entry 'scenario.prompts_per_task'")
-    model = HVPLModel(without_weight_files(ckpt["model_config"]), ckpt["method"], prompts,
-                      ckpt["classes_per_task"])
-    state = ckpt["model"]
-    if map_location is not None:
-        state = {k: v.to(map_location) for k, v in state.items()}
-        model.to(map_location)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise HVPLError(f"checkpoint: weights do not match the model it describes: {exc}") from exc
-    model.set_step_mode(len(ckpt["classes_per_task"]) - 1)
-    return model
