@@ -14,8 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from hvpl.continual.methods import Method, get_method
+from hvpl.model.backbone import build_backbone
 from hvpl.model.classifier import IncrementalClassifier
 from hvpl.model.frame_decoder import FrameDecoder
+from hvpl.model.pixel_decoder import PixelDecoder
 from hvpl.model.video_decoder import VideoDecoder
 from hvpl.utils.errors import HVPLError
 
@@ -32,9 +34,6 @@ class HVPLModel(nn.Module):
     def __init__(self, model_cfg: dict, method: Method | str, prompts_per_task: int,
                  classes_per_task: Sequence[int]):
         super().__init__()
-        from hvpl.model.backbone import build_backbone
-        from hvpl.model.pixel_decoder import PixelDecoder
-
         self.model_cfg = model_cfg
         self.method = get_method(method) if isinstance(method, str) else method
         self.prompts_per_task = prompts_per_task
@@ -55,8 +54,6 @@ class HVPLModel(nn.Module):
         self.size_divisibility = model_cfg.get("size_divisibility", SIZE_DIVISIBILITY)
         self.chunk_frames = model_cfg.get("inference", {}).get("chunk_frames", 1)
         self.train_group = 0
-        # None = run backbone + pixel decoder without autograd exactly when none of their weights is trainable.
-        self.frozen_trunk: bool | None = None
         for n in classes_per_task[1:]:
             self.add_task(n)
 
@@ -97,15 +94,15 @@ class HVPLModel(nn.Module):
 
     # ------------------------------------------------------------- trunk
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) 0..255 RGB -> normalised, zero-padded at the bottom/right to a multiple of 32."""
+        """(N, 3, H, W) 0..255 RGB -> normalised, zero-padded at the bottom/right to a multiple of
+        ``size_divisibility`` (model config, default 32)."""
         x = (frames.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         div = self.size_divisibility
         return F.pad(x, (0, (-w) % div, 0, (-h) % div))
 
     def _trunk_frozen(self) -> bool:
-        if self.frozen_trunk is not None:
-            return self.frozen_trunk
+        """True when no backbone / pixel-decoder weight is trainable: the trunk then runs without autograd."""
         params = list(self.backbone.parameters()) + list(self.pixel_decoder.parameters())
         return not any(p.requires_grad for p in params)
 
