@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hvpl.config import load_run_config
+from hvpl.continual.methods import get_method
 from hvpl.engine.model_file import load_model_file, rebuild_model
 from hvpl.utils.errors import HVPLError
 from model_files import save_first_steps
@@ -35,9 +36,9 @@ def test_model_file_errors(models, tmp_path):
 
 def test_rebuild_as_another_method_of_the_same_base(models):
     ckpt = load_model_file(models[0])
-    for method in ("eclipse", "hvpl_no_ogc", "finetune"):
+    for method in ("eclipse", "hvpl_no_ogc", "finetune", get_method("eclipse")):
         model = rebuild_model(ckpt, method)
-        assert model.method.name == method
+        assert model.method is get_method(method)
         own = model.state_dict()
         assert all(torch.equal(own[k], v) for k, v in ckpt["model"].items())
 

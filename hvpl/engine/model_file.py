@@ -45,7 +45,7 @@ def rebuild_model(ckpt: dict, method: Method | str | None = None) -> HVPLModel:
     """
     where = ckpt.get("_path", "checkpoint")
     recorded = get_method(ckpt["method"])
-    method = recorded if method is None else get_method(getattr(method, "name", method))
+    method = recorded if method is None else get_method(method)
     if method.name != recorded.name and (int(ckpt["step"]) > 0 or method.base_variant != recorded.base_variant):
         raise HVPLError(f"{where}: a step-{ckpt['step']} '{recorded.name}' model cannot continue as "
                         f"'{method.name}' (only a step-0 model of the same base variant, "
@@ -59,5 +59,5 @@ def rebuild_model(ckpt: dict, method: Method | str | None = None) -> HVPLModel:
     except RuntimeError as exc:
         raise HVPLError(f"{where}: weights do not match a '{method.name}' model with classes per task "
                         f"{ckpt['classes_per_task']}: {exc}") from exc
-    model.set_step_mode(len(ckpt["classes_per_task"]) - 1 if method.prompt_based else 0)
+    model.set_step_mode(len(ckpt["classes_per_task"]) - 1 if method.frame_prompts else 0)
     return model

@@ -35,7 +35,7 @@ class HVPLModel(nn.Module):
                  classes_per_task: Sequence[int]):
         super().__init__()
         self.model_cfg = model_cfg
-        self.method = get_method(method) if isinstance(method, str) else method
+        self.method = get_method(method)
         self.prompts_per_task = prompts_per_task
         classes_per_task = list(classes_per_task)
         if not classes_per_task:
@@ -81,7 +81,7 @@ class HVPLModel(nn.Module):
 
     def set_step_mode(self, step: int) -> None:
         """Train the newest group at step >= 1 of a prompt method, else the base group 0."""
-        if self.method.prompt_based and step >= 1:
+        if self.method.frame_prompts and step >= 1:
             if step >= self.num_groups:
                 raise HVPLError(f"step {step}: the model has only {self.num_groups} query groups; grow it first")
             self.train_group = step
