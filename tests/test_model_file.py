@@ -1,4 +1,4 @@
-"""hvpl.engine.model_file: reading a model_final.pth and rebuilding its model."""
+"""hvpl.engine.model_file: the entries of a model_final.pth, reading one and rebuilding its model."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 
 from hvpl.config import load_run_config
 from hvpl.continual.methods import get_method
-from hvpl.engine.model_file import load_model_file, rebuild_model
+from hvpl.engine import step_plan
+from hvpl.engine.model_file import FINAL_NAME, REQUIRED_KEYS, load_model_file, model_file_dict, rebuild_model
 from hvpl.utils.errors import HVPLError
 from model_files import save_first_steps
 
@@ -17,6 +18,24 @@ SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6
 def models(tiny_split_dir, tmp_path_factory):
     cfg = load_run_config("synth_smoke", "hvpl", None, SMALL)
     return save_first_steps(cfg, tiny_split_dir, tmp_path_factory.mktemp("model_files"))
+
+
+def test_model_file_dict_holds_a_copy_of_the_weights_and_the_plan(tiny_split_dir, tmp_path):
+    cfg = load_run_config("synth_smoke", "eclipse", None, SMALL)
+    plan, _ = step_plan.plan_step(cfg, 0, tiny_split_dir / "train_step0.json", None, seed=0)
+    model = step_plan.build_step_model(cfg, plan, None)
+    entries = model_file_dict(cfg, plan, model)
+    assert tuple(entries) == REQUIRED_KEYS
+    assert (entries["method"], entries["step"], entries["classes_per_task"], entries["class_order"]) == (
+        "eclipse", 0, [2], [1, 2])
+    assert entries["model_config"] is cfg["model"] and entries["scenario"] is cfg["scenario"]
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.frame_decoder.query_feat.weight.add_(1.0)   # training after the dict was made does not reach it
+    torch.save(entries, tmp_path / FINAL_NAME)
+    rebuilt = rebuild_model(load_model_file(tmp_path / FINAL_NAME)).state_dict()
+    assert all(torch.equal(rebuilt[k], v) for k, v in saved.items())
+    assert not torch.equal(rebuilt["frame_decoder.query_feat.weight"], model.frame_decoder.query_feat.weight)
 
 
 def test_model_file_errors(models, tmp_path):

@@ -1,4 +1,4 @@
-"""The ``model_final.pth`` format (docs/DESIGN.md): its file names, reading one, rebuilding its model.
+"""The ``model_final.pth`` format (docs/DESIGN.md): its file names, its entries, reading one, rebuilding its model.
 
 Written by the trainer for every finished step; read back for step t+1 (hvpl.engine.step_plan), OGC's memory
 collection (hvpl.continual.ogc), prediction (hvpl.engine.predict) and step-0 initialisation
@@ -7,16 +7,30 @@ collection (hvpl.continual.ogc), prediction (hvpl.engine.predict) and step-0 ini
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
 from hvpl.continual.methods import Method, get_method
 from hvpl.model.hvpl import HVPLModel, without_weight_files
 from hvpl.utils.errors import HVPLError
 
+if TYPE_CHECKING:
+    from hvpl.engine.step_plan import StepPlan
+
 FINAL_NAME = "model_final.pth"
 LOG_NAME = "train_log.jsonl"
 REQUIRED_KEYS = ("model", "model_config", "scenario", "method", "step", "classes_per_task", "class_order")
+
+
+def model_file_dict(cfg: dict, plan: StepPlan, model: nn.Module) -> dict:
+    """The entries of ``REQUIRED_KEYS``, in that order, for ``model`` as step ``plan`` of the run config ``cfg``
+    trained it: a CPU copy of its state dict, the config's model and scenario sections, the plan's method name,
+    step, classes per task and class order. (The trainer adds its statistics; benchmarks use it as is.)"""
+    return {"model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+            "model_config": cfg["model"], "scenario": cfg["scenario"], "method": plan.method.name, "step": plan.step,
+            "classes_per_task": list(plan.classes_per_task), "class_order": list(plan.class_order)}
 
 
 def load_model_file(path: str | Path) -> dict:
