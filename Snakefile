@@ -26,6 +26,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/execution.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

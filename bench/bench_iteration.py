@@ -30,6 +30,7 @@ from hvpl.data.synthetic import generate_synthetic
 from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.engine.distributed import DistInfo, resolve_device
+from hvpl.engine.model_file import model_file_dict
 from hvpl.utils.io import atomic_write_json
 
 OUT = Path(__file__).resolve().parent / "out" / "iteration.json"
@@ -47,6 +48,7 @@ class _Timed:
         name = "train_all.json" if cfg["method"] == "joint" else f"train_step{step}.json"
         plan, dataset = step_plan.plan_step(cfg, step, split / name, prev, seed=0)
         tr.seed_everything(0)
+        self.plan = plan
         self.model = step_plan.build_step_model(cfg, plan, prev).to(info.device)
         basis = None
         if plan.method.ogc and step >= 1:
@@ -143,12 +145,6 @@ def _resident_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
     return sum(storages.values())
 
 
-def _as_prev(cfg, model, plan_classes, class_order) -> dict:
-    return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "model_config": cfg["model"],
-            "scenario": cfg["scenario"], "method": cfg["method"], "step": 0, "classes_per_task": plan_classes,
-            "class_order": class_order, "_path": "<bench step 0>"}
-
-
 def _size_overrides(size: int | None) -> list[str]:
     """--set items putting frames and every input size at ``size`` pixels (None: the scenario's)."""
     if size is None:
@@ -169,7 +165,7 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
         spec = dict(sc["synthetic"], num_videos=BENCH_VIDEOS)
         generate_synthetic(Path(tmp) / "data", num_classes=sc["num_classes"], **spec)
         split = Path(tmp) / "split"
-        classes = make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
+        make_scenario_split(sc, Path(tmp) / "data", split, seed=0)
         for method in methods:
             cfg = load_run_config(scenario, method, model, sets)
             step0 = _Timed(cfg, 0, split, None, info, Path(tmp))
@@ -177,7 +173,7 @@ def run(scenario: str, methods: list[str], iters: int, warmup: int, threads: int
                 step0.iteration(record=False)
             runs = [step0]
             if method != "joint":
-                prev = _as_prev(cfg, step0.model, [sc["base"]], classes["steps"][0])
+                prev = dict(model_file_dict(cfg, step0.plan, step0.model), _path="<bench step 0>")
                 step1 = _Timed(cfg, 1, split, prev, info, Path(tmp))
                 for _ in range(warmup):
                     step1.iteration(record=False)

@@ -50,6 +50,7 @@ from hvpl.data.synthetic import generate_synthetic
 from hvpl.engine import batching
 from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
+from hvpl.engine.model_file import model_file_dict
 from hvpl.model.criterion import SetCriterion
 from hvpl.model.hvpl import PIXEL_MEAN
 from hvpl.utils.io import atomic_write_json
@@ -150,10 +151,7 @@ def build_steps(cfg: dict, split: Path) -> list[tuple]:
     tr.seed_everything(0)
     plan0, data0 = step_plan.plan_step(cfg, 0, split / "train_step0.json", None, seed=0)
     model0 = step_plan.build_step_model(cfg, plan0, None)
-    prev = {"model": {k: v.detach().clone() for k, v in model0.state_dict().items()}, "model_config": cfg["model"],
-            "scenario": cfg["scenario"], "method": cfg["method"], "step": 0,
-            "classes_per_task": plan0.classes_per_task, "class_order": plan0.class_order,
-            "_path": "<bench step 0>"}
+    prev = dict(model_file_dict(cfg, plan0, model0), _path="<bench step 0>")
     plan1, data1 = step_plan.plan_step(cfg, 1, split / "train_step1.json", prev, seed=0)
     model1 = step_plan.build_step_model(cfg, plan1, prev)
     return [(0, plan0, model0, data0), (1, plan1, model1, data1)]

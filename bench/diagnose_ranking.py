@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hvpl.data.clip_dataset import VideoDataset
-from hvpl.engine.predict import load_model_file, rebuild_model
+from hvpl.engine.model_file import load_model_file, rebuild_model
 from hvpl.evaluation.evaluate import evaluate_files
 from hvpl.model.inference import predict_video
 from hvpl.utils.io import atomic_write_json
@@ -37,7 +37,7 @@ def foreign_sigmoid_sum(model, ckpt, dataset, videos: int) -> dict:
     for i in range(min(videos, len(dataset))):
         for out in model.forward_video(dataset[i]["images"].float()):
             k, logits = out["task"], out["pred_logits"]
-            if not model.method.prompt_based and k > 0:
+            if not model.method.frame_prompts and k > 0:
                 continue
             own = torch.zeros(logits.shape[1] - 1, dtype=torch.bool)
             own[bounds[k]:bounds[k + 1]] = True

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,9 +33,10 @@ from hvpl.config import load_run_config  # noqa: E402
 from hvpl.continual.ogc import build_memory  # noqa: E402
 from hvpl.data.splits import make_scenario_split  # noqa: E402
 from hvpl.data.synthetic import generate_synthetic  # noqa: E402
-from hvpl.engine.predict import load_model_file, predict  # noqa: E402
 from hvpl.engine.distributed import resolve_device  # noqa: E402
 from hvpl.engine.loader import default_workers  # noqa: E402
+from hvpl.engine.model_file import FINAL_NAME, load_model_file  # noqa: E402
+from hvpl.engine.predict import predict  # noqa: E402
 from hvpl.engine.trainer import train_step  # noqa: E402
 from hvpl.evaluation.evaluate import evaluate_files  # noqa: E402
 from hvpl.utils.io import atomic_write_json  # noqa: E402
@@ -100,66 +102,116 @@ def _torchrun(cfg_sets: list[str], split: Path, out: Path, device: str, nproc: i
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
 
 
-def run_checks(device: str, iters: int, work: Path, checks: Checks) -> None:
+@dataclass
+class _Setup:
+    """What the check groups share: device, iterations per step, the run config with its --set items, folders
+    (``work``: data/, split/, run/ with run/step0/ and run/step1/)."""
+    device: str
+    iters: int
+    work: Path
+    sets: list[str]
+    cfg: dict
+
+    @property
+    def split(self) -> Path:
+        return self.work / "split"
+
+    @property
+    def run(self) -> Path:
+        return self.work / "run"
+
+    def step_dir(self, step: int) -> Path:
+        return self.run / f"step{step}"
+
+
+def _setup(device: str, iters: int, work: Path) -> _Setup:
     sets = [f"scenario.train.step0_iters={iters}", f"scenario.train.step0_lr_drop={max(1, iters - 1)}",
             f"scenario.train.inc_iters={iters}", "scenario.train.checkpoint_period=0",
             f"scenario.train.log_period={max(1, iters // 4)}", "scenario.train.ogc_samples=16"]
-    cfg = load_run_config(SCENARIO, "hvpl", None, sets)
-    sc = cfg["scenario"]
-    data, split, run = work / "data", work / "split", work / "run"
+    return _Setup(device, iters, work, sets, load_run_config(SCENARIO, "hvpl", None, sets))
+
+
+def _check_data(s: _Setup, checks: Checks) -> None:
+    sc = s.cfg["scenario"]
 
     def make_data():
+        data = s.work / "data"
         generate_synthetic(data, num_classes=sc["num_classes"], **dict(sc["synthetic"], num_videos=NUM_VIDEOS))
-        classes = make_scenario_split(sc, data, split, seed=0)
+        classes = make_scenario_split(sc, data, s.split, seed=0)
         return classes, f"{NUM_VIDEOS} videos, steps {classes['steps']}"
 
     checks.run("synthetic split", make_data)
-    step0, step1 = run / "step0", run / "step1"
 
-    def train(step, out, **kw):
-        def go():
-            path = train_step(cfg, step=step, train_json=split / f"train_step{step}.json", out_dir=out, seed=0,
-                              device=device, **kw)
-            workers = default_workers(resolve_device(device), None)
-            return path, (f"{iters} iterations, last logged loss {_last_loss(out):.3f}, {workers} data "
-                          "worker(s)")
-        return go
 
-    checks.run(f"train step 0 on {device}", train(0, step0))
-    basis = run / "step1_ogc_basis.pt"
-    checks.run(f"OGC memory on {device}", lambda: (build_memory(
-        cfg, step=1, prev_model=step0 / "model_final.pth", train_json=split / "train_step0.json", out=basis,
-        seed=0, device=device), f"basis {tuple(torch.load(basis, weights_only=False)['basis'].shape)}"))
-    checks.run(f"train hvpl step 1 (OGC) on {device}", train(1, step1, prev_model=step0 / "model_final.pth",
-                                                             ogc_basis=basis))
+def _train(s: _Setup, step: int, **kw):
+    """A check training ``step`` into run/step{step}/ (``kw``: prev_model, ogc_basis)."""
+    def go():
+        out = s.step_dir(step)
+        path = train_step(s.cfg, step=step, train_json=s.split / f"train_step{step}.json", out_dir=out, seed=0,
+                          device=s.device, **kw)
+        workers = default_workers(resolve_device(s.device), None)
+        return path, f"{s.iters} iterations, last logged loss {_last_loss(out):.3f}, {workers} data worker(s)"
+    return go
 
+
+def _check_train(s: _Setup, checks: Checks) -> None:
+    checks.run(f"train step 0 on {s.device}", _train(s, 0))
+
+
+def _check_ogc(s: _Setup, checks: Checks) -> None:
+    """The OGC memory of step 1, then step 1 of hvpl trained with it."""
+    basis, prev = s.run / "step1_ogc_basis.pt", s.step_dir(0) / FINAL_NAME
+    checks.run(f"OGC memory on {s.device}", lambda: (build_memory(
+        s.cfg, step=1, prev_model=prev, train_json=s.split / "train_step0.json", out=basis, seed=0,
+        device=s.device), f"basis {tuple(torch.load(basis, weights_only=False)['basis'].shape)}"))
+    checks.run(f"train hvpl step 1 (OGC) on {s.device}", _train(s, 1, prev_model=prev, ogc_basis=basis))
+
+
+def _check_predict(s: _Setup, checks: Checks) -> None:
     def infer():
-        preds, cpu_preds = run / "predictions.json", run / "predictions_cpu.json"
-        predict(step1 / "model_final.pth", split / "test_step1.json", preds, device=device)
-        predict(step1 / "model_final.pth", split / "test_step1.json", cpu_preds, device="cpu")
-        stats = evaluate_files(split / "test_step1.json", preds, run / "metrics.json", split / "classes.json", 1)
+        model, test = s.step_dir(1) / FINAL_NAME, s.split / "test_step1.json"
+        preds, cpu_preds = s.run / "predictions.json", s.run / "predictions_cpu.json"
+        predict(model, test, preds, device=s.device)
+        predict(model, test, cpu_preds, device="cpu")
+        stats = evaluate_files(test, preds, s.run / "metrics.json", s.split / "classes.json", 1)
         n_dev, n_cpu, diff = _score_diff(preds, cpu_preds)
         ap = stats["stats"]["AP"]
-        return diff, f"AP {ap:.4f}; {n_dev} / {n_cpu} detections ({device} / cpu), max score difference {diff:.2e}"
+        return diff, f"AP {ap:.4f}; {n_dev} / {n_cpu} detections ({s.device} / cpu), max score difference {diff:.2e}"
 
-    checks.run(f"predict + evaluate on {device}, compared with cpu", infer)
+    checks.run(f"predict + evaluate on {s.device}, compared with cpu", infer)
 
+
+def _check_ddp(s: _Setup, checks: Checks) -> None:
     def ddp():
         # 2 processes (the scenario's batch of 2 clips splits into 1 per process); NCCL needs one GPU per
         # process, so with a single visible GPU only the torchrun launch on CUDA is exercised, and said so.
-        cuda = device.startswith("cuda")
+        cuda = s.device.startswith("cuda")
         nproc = min(2, torch.cuda.device_count()) if cuda else 2
-        res = _torchrun(sets, split, run / "ddp" / "step0", device, nproc)
+        out = s.run / "ddp" / "step0"
+        res = _torchrun(s.sets, s.split, out, s.device, nproc)
         if res.returncode != 0:
             raise RuntimeError(f"torchrun exited {res.returncode}: {res.stderr[-2000:]}")
-        diff = _weights_diff(run / "ddp" / "step0" / "model_final.pth", step0 / "model_final.pth")
+        diff = _weights_diff(out / FINAL_NAME, s.step_dir(0) / FINAL_NAME)
         backend = "nccl" if cuda else "gloo"
         note = "" if nproc >= 2 else "; ONE GPU visible: NCCL between processes not tested (needs 2 GPUs)"
         return diff, f"{nproc} process(es), {backend}; max weight difference to the 1-process run {diff:.2e}{note}"
 
     checks.run("torchrun step 0", ddp)
-    if device.startswith("cuda"):
-        checks.run("hvpl claim-gpus (local GPU runs of the workflow)", lambda: _claim_check(work))
+
+
+def _check_claim(s: _Setup, checks: Checks) -> None:
+    if s.device.startswith("cuda"):
+        checks.run("hvpl claim-gpus (local GPU runs of the workflow)", lambda: _claim_check(s.work))
+
+
+CHECK_GROUPS = (_check_data, _check_train, _check_ogc, _check_predict, _check_ddp, _check_claim)
+
+
+def run_checks(device: str, iters: int, work: Path, checks: Checks) -> None:
+    """Every check group in order on one small synthetic split under ``work`` (each needs the ones before)."""
+    setup = _setup(device, iters, work)
+    for group in CHECK_GROUPS:
+        group(setup, checks)
 
 
 def _claim_check(work: Path):

@@ -45,14 +45,14 @@ def cmd_synth(args):
     from hvpl.config import load_scenario
     from hvpl.data.synthetic import generate_synthetic
 
-    spec = dict(load_scenario(args.scenario).get("synthetic") or {})
+    scenario = load_scenario(args.scenario)
+    spec = dict(scenario.get("synthetic") or {})
     if not spec:
         raise HVPLError(f"scenario '{args.scenario}' has no 'synthetic' section")
     for key in ("num_videos", "num_frames", "height", "width", "seed"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
-    num_classes = load_scenario(args.scenario)["num_classes"]
-    generate_synthetic(Path(args.out), num_classes=num_classes, **spec)
+    generate_synthetic(Path(args.out), num_classes=scenario["num_classes"], **spec)
 
 
 def cmd_split(args):
@@ -123,10 +123,7 @@ def cmd_claim_gpus(args):
     run_on_free_gpus(args.count, command, timeout_s=args.timeout)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hvpl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_synth_parser(sub) -> None:
     p = sub.add_parser("synth", help="write the synthetic benchmark in the YouTube-VIS layout")
     p.add_argument("--scenario", default="synth_4-2")
     p.add_argument("--out", required=True, help="dataset root: writes train.json and train/JPEGImages/")
@@ -134,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None)
     p.set_defaults(func=cmd_synth)
 
+
+def _add_split_parser(sub) -> None:
     p = sub.add_parser("split", help="class-incremental split: classes.json, train_step{t}.json, test_step{t}.json")
     p.add_argument("--scenario", required=True)
     p.add_argument("--data-root", default=None,
@@ -143,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="re-split seed (default: the scenario's)")
     p.set_defaults(func=cmd_split)
 
+
+def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="YouTube-VIS AP/AR of a results file")
     p.add_argument("--gt", required=True)
     p.add_argument("--results", required=True)
@@ -151,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, default=None, help="the step these results belong to (with --classes)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_forgetting_parser(sub) -> None:
     p = sub.add_parser("forgetting", help="FAP/FAR1 (class- and task-wise), standard forgetting, AP old/new")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of steps 0..t, in order")
     p.add_argument("--classes", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_forgetting)
 
+
+def _add_summarize_parser(sub) -> None:
     p = sub.add_parser("summarize", help="results/summary.csv and plots from every run")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default=None, help="default: RESULTS_DIR/summary.csv")
@@ -164,11 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
     p.set_defaults(func=cmd_summarize)
 
+
+def _add_params_parser(sub) -> None:
     p = sub.add_parser("params", help="trainable / total parameters of the model step T trains")
     _add_run_config_args(p)
     p.add_argument("--step", type=int, required=True)
     p.set_defaults(func=cmd_params)
 
+
+def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train step T of one (scenario, method, seed)")
     _add_run_config_args(p)
     _add_compute_args(p, workers=True)
@@ -182,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="periodic checkpoints (default: OUT_DIR/../checkpoints/<name of OUT_DIR>)")
     p.set_defaults(func=cmd_train)
 
+
+def _add_ogc_memory_parser(sub) -> None:
     p = sub.add_parser("ogc-memory", help="OGC basis for step T from the step T-1 model and data")
     _add_run_config_args(p)
     _add_compute_args(p)
@@ -193,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_ogc_memory)
 
+
+def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="a trained step over its test JSON -> YouTube-VIS results")
     _add_compute_args(p, workers=True)
     p.add_argument("--model", dest="model_path", required=True)
@@ -203,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_claim_gpus_parser(sub) -> None:
     p = sub.add_parser("claim-gpus", help="run COMMAND on N GPUs no other job of this machine holds (local "
                                           "GPU runs of the workflow; a no-op under SLURM)")
     p.add_argument("--count", type=int, default=1, help="GPUs the command needs (default 1)")
@@ -211,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run with CUDA_VISIBLE_DEVICES set to the claimed GPUs; the locks ($HVPL_GPU_LOCK_DIR) "
                         "are held until it ends")
     p.set_defaults(func=cmd_claim_gpus)
+
+
+# One parser per subcommand, in the order of ``hvpl --help``.
+SUBCOMMAND_PARSERS = (_add_synth_parser, _add_split_parser, _add_evaluate_parser, _add_forgetting_parser,
+                      _add_summarize_parser, _add_params_parser, _add_train_parser, _add_ogc_memory_parser,
+                      _add_predict_parser, _add_claim_gpus_parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hvpl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMAND_PARSERS:
+        add(sub)
     return parser
 
 

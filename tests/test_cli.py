@@ -46,3 +46,18 @@ def test_split_without_data_root_uses_the_scenario_root_else_datasets_root(tmp_p
     generate_synthetic(Path(sc["data"]["root"]), num_classes=sc["num_classes"], **sc["synthetic"])
     assert main(["split", "--scenario", "synth_smoke", "--out", "b"]) == 0
     assert (tmp_path / "b" / "classes.json").is_file()
+
+
+def test_synth_writes_the_scenario_classes_with_the_size_overrides(tmp_path, capsys):
+    import json
+
+    from hvpl.config import load_scenario
+
+    argv = ["synth", "--scenario", "synth_smoke", "--out", str(tmp_path / "d"), "--num-videos", "3",
+            "--num-frames", "2", "--height", "32", "--width", "40"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "d" / "train.json").read_text())
+    assert len(data["categories"]) == load_scenario("synth_smoke")["num_classes"]
+    assert [(v["length"], v["height"], v["width"]) for v in data["videos"]] == [(2, 32, 40)] * 3
+    assert main(["synth", "--scenario", "ytvis2019_20-2", "--out", str(tmp_path / "e")]) == 2
+    assert "has no 'synthetic' section" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch
 
 from hvpl.config import load_run_config
 from hvpl.engine.init_weights import load_init_weights, vita_to_hvpl_name
-from hvpl.engine.predict import rebuild_model
+from hvpl.engine.model_file import rebuild_model
 from hvpl.model.hvpl import HVPLModel
 from hvpl.utils.errors import HVPLError
 

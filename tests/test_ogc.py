@@ -168,7 +168,7 @@ def test_same_basis_file_gives_same_projection_in_every_process(tmp_path):
 def test_build_memory_collects_old_queries_and_accumulates(tiny_split_dir, tmp_path):
     from hvpl.config import load_run_config
     from hvpl.continual.ogc import build_memory, collect_features
-    from hvpl.engine.predict import rebuild_model
+    from hvpl.engine.model_file import rebuild_model
 
     cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=6",
                                                         "scenario.train.ogc_samples=5"])
@@ -235,7 +235,7 @@ def test_build_memory_refuses_inconsistent_inputs(tiny_split_dir, tmp_path):
 def test_collect_features_handles_frames_of_different_sizes(tiny_split_dir, tmp_path):
     from hvpl.config import load_run_config
     from hvpl.continual.ogc import collect_features
-    from hvpl.engine.predict import rebuild_model
+    from hvpl.engine.model_file import rebuild_model
 
     cfg = load_run_config("synth_smoke", "hvpl", None, ["model.frame_decoder.num_queries=4"])
     m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")

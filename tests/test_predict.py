@@ -1,27 +1,24 @@
-"""predict(): model file -> YouTube-VIS results; model-file loading and rebuilding."""
+"""predict(): model file -> YouTube-VIS results."""
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
 
 from hvpl.config import load_run_config
-from hvpl.engine.predict import load_model_file, predict, rebuild_model
+from hvpl.engine.model_file import load_model_file, rebuild_model
+from hvpl.engine.predict import predict
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
-from model_files import save_untrained
+from model_files import save_first_steps
 
 SMALL = ["model.frame_decoder.num_queries=6", "model.video_decoder.num_queries=6"]
 
 
 @pytest.fixture(scope="module")
 def models(tiny_split_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict_models")
     cfg = load_run_config("synth_smoke", "hvpl", None, SMALL)
-    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, root / "step0.pth")
-    save_untrained(cfg, 1, tiny_split_dir / "train_step1.json", m0, root / "step1.pth")
-    return root / "step0.pth", root / "step1.pth"
+    return save_first_steps(cfg, tiny_split_dir, tmp_path_factory.mktemp("predict_models"))
 
 
 def test_predictions_file_format(models, tiny_split_dir, tmp_path):
@@ -88,34 +85,3 @@ def test_frames_of_a_json_without_image_root_come_from_the_cli(models, tiny_spli
     assert main(["predict", "--model", str(step0), "--test-json", str(tmp_path / "valid.json"), "--out",
                  str(tmp_path / "p.json"), "--max-videos", "2", "--image-root", str(frames)]) == 0
     assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps(ref))
-
-
-def test_model_file_errors(models, tmp_path):
-    with pytest.raises(HVPLError, match="not found"):
-        load_model_file(tmp_path / "missing.pth")
-    (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(HVPLError, match="junk.pth"):
-        load_model_file(tmp_path / "junk.pth")
-    torch.save({"model": {}}, tmp_path / "partial.pth")
-    with pytest.raises(HVPLError, match="missing entries"):
-        load_model_file(tmp_path / "partial.pth")
-    ckpt = load_model_file(models[1])
-    ckpt["classes_per_task"] = [2, 2, 2]
-    with pytest.raises(HVPLError, match="do not match"):
-        rebuild_model(ckpt)
-
-
-def test_rebuild_as_another_method_of_the_same_base(models):
-    ckpt = load_model_file(models[0])
-    for method in ("eclipse", "hvpl_no_ogc", "finetune"):
-        model = rebuild_model(ckpt, method)
-        assert model.method.name == method
-        own = model.state_dict()
-        assert all(torch.equal(own[k], v) for k, v in ckpt["model"].items())
-
-
-def test_rebuild_refuses_another_base_variant_or_a_later_step(models):
-    with pytest.raises(HVPLError, match="cannot continue as 'hvpl_no_context'"):
-        rebuild_model(load_model_file(models[0]), "hvpl_no_context")
-    with pytest.raises(HVPLError, match="step-1 'hvpl' model cannot continue as 'eclipse'"):
-        rebuild_model(load_model_file(models[1]), "eclipse")

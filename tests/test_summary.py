@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hvpl.evaluation.summary import COLUMNS, summarize
+from hvpl.evaluation.summary import BASE_PREFIX, COLUMNS, summarize
 from hvpl.utils.errors import HVPLError
 
 STEPS = [[1, 2, 3, 4], [5, 6], [7, 8]]
@@ -64,6 +64,11 @@ def fake_results(tmp_path: Path) -> Path:
     # the workflow's shared step-0 runs are not reported
     fake_run(results, "synth_4-2", "_base_context", 0, [0], 0.9)
     return results
+
+
+def test_skips_the_folders_the_workflow_names_shared_step0_runs():
+    common = Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk"
+    assert f'BASE_PREFIX = "{BASE_PREFIX}"\n' in common.read_text()
 
 
 def test_summary_columns_and_values(tmp_path):

@@ -18,7 +18,7 @@ from hvpl.continual.ogc import gpm_update, save_basis
 from hvpl.engine import step_plan
 from hvpl.engine import trainer as tr
 from hvpl.engine.distributed import DistInfo
-from hvpl.engine.predict import load_model_file
+from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, load_model_file
 from hvpl.utils.errors import HVPLError
 
 # a smaller tiny model: fast enough for the default suite
@@ -50,7 +50,7 @@ def step0_model(tiny_split_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("step0") / "step0"
     cfg = _cfg("hvpl", "scenario.train.step0_iters=3", "scenario.train.step0_lr_drop=2")
     tr.train_step(cfg, step=0, train_json=tiny_split_dir / "train_step0.json", out_dir=out, seed=0)
-    return out / tr.FINAL_NAME
+    return out / FINAL_NAME
 
 
 def test_step0_outputs_follow_the_design(step0_model):
@@ -60,7 +60,7 @@ def test_step0_outputs_follow_the_design(step0_model):
         assert key in ckpt
     assert ckpt["step"] == 0 and ckpt["classes_per_task"] == [2] and ckpt["class_order"] == [1, 2]
     assert ckpt["iterations"] == 3 and ckpt["trainable_params"] == ckpt["total_params"]
-    lines = [json.loads(x) for x in (step0_model.parent / tr.LOG_NAME).read_text().splitlines()]
+    lines = [json.loads(x) for x in (step0_model.parent / LOG_NAME).read_text().splitlines()]
     assert [x["iter"] for x in lines[:-1]] == [2, 3]          # log_period 2 + the last iteration
     assert lines[0]["lr"] == pytest.approx(3e-4) and lines[1]["lr"] == pytest.approx(3e-5)  # drop at 2
     for line in lines[:-1]:
@@ -73,7 +73,7 @@ def test_step0_outputs_follow_the_design(step0_model):
     assert done["init_weights"] == "scratch"
     # checkpoints lived in the sibling folder (not next to the declared outputs) and go with the finished step
     assert not tr.default_ckpt_dir(step0_model.parent).exists()
-    assert sorted(p.name for p in step0_model.parent.iterdir()) == sorted([tr.LOG_NAME, tr.FINAL_NAME])
+    assert sorted(p.name for p in step0_model.parent.iterdir()) == sorted([LOG_NAME, FINAL_NAME])
 
 
 def _basis(tmp_path, cfg, rank=5):
@@ -85,11 +85,9 @@ def _basis(tmp_path, cfg, rank=5):
 
 @pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")   # the spy below
 def test_prompt_step_trains_only_its_set_and_projects_the_prompt_gradient(step0_model, tiny_split_dir, tmp_path):
-    from hvpl.engine.predict import load_model_file as load
-
     cfg = _cfg("hvpl", "scenario.train.inc_iters=2")
     basis_path, M = _basis(tmp_path, cfg)
-    prev = load(step0_model)
+    prev = load_model_file(step0_model)
     plan, dataset = step_plan.plan_step(cfg, 1, tiny_split_dir / "train_step1.json", prev, seed=0)
     assert plan.classes_per_task == [2, 2] and plan.class_order == [1, 2, 3, 4] and not plan.lr_drop
     model = step_plan.build_step_model(cfg, plan, prev)
@@ -159,9 +157,9 @@ def _train_pair(cfg, step, train_json, tmp_path, crash_at, **kw):
     with pytest.raises(_Crash):
         tr.train_step(cfg, step=step, train_json=train_json, out_dir=part, seed=3,
                       after_iteration=_crash_after(crash_at), **kw)
-    assert not (part / tr.FINAL_NAME).exists()
+    assert not (part / FINAL_NAME).exists()
     tr.train_step(cfg, step=step, train_json=train_json, out_dir=part, seed=3, **kw)
-    return load_model_file(full / tr.FINAL_NAME), load_model_file(part / tr.FINAL_NAME), full, part
+    return load_model_file(full / FINAL_NAME), load_model_file(part / FINAL_NAME), full, part
 
 
 def _log_without_time(path: Path):
@@ -174,9 +172,9 @@ def test_interrupted_and_resumed_step0_equals_uninterrupted(tiny_split_dir, tmp_
     cfg = _cfg("hvpl", "scenario.train.step0_iters=5", "scenario.train.step0_lr_drop=3", "scenario.train.log_period=3")
     a, b, full, part = _train_pair(cfg, 0, tiny_split_dir / "train_step0.json", tmp_path, crash_at=3)
     assert _states_equal(a["model"], b["model"])
-    log_full = _log_without_time(full / tr.LOG_NAME)
+    log_full = _log_without_time(full / LOG_NAME)
     assert [x.get("iter") for x in log_full] == [3, 5, None]
-    assert log_full == _log_without_time(part / tr.LOG_NAME)
+    assert log_full == _log_without_time(part / LOG_NAME)
 
 
 def test_interrupted_and_resumed_ogc_step_equals_uninterrupted(step0_model, tiny_split_dir, tmp_path):
@@ -204,7 +202,7 @@ def test_a_step_restarted_with_other_input_files_does_not_resume_their_checkpoin
         tr.train_step(cfg, out_dir=out, ogc_basis=basis_a, after_iteration=_crash_after(3), **kw)
     assert tr.ckpt_mod.list_checkpoints(tr.default_ckpt_dir(out))
     tr.train_step(cfg, out_dir=out, ogc_basis=basis_b, **kw)
-    assert _states_equal(load_model_file(ref / tr.FINAL_NAME)["model"], load_model_file(out / tr.FINAL_NAME)["model"])
+    assert _states_equal(load_model_file(ref / FINAL_NAME)["model"], load_model_file(out / FINAL_NAME)["model"])
     assert not tr.default_ckpt_dir(out).exists()
 
 
@@ -223,7 +221,7 @@ def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_spli
     main = tmp_path / "main" / "step1"
     tr.train_step(cfg, step=1, train_json=train_json, out_dir=main, seed=3, workers=0, **kw)
     a, b, _, _ = _train_pair(cfg, 1, train_json, tmp_path / "workers", crash_at=3, workers=2, **kw)
-    ref = load_model_file(main / tr.FINAL_NAME)["model"]
+    ref = load_model_file(main / FINAL_NAME)["model"]
     assert _states_equal(ref, a["model"]) and _states_equal(ref, b["model"])
     assert asked == [0, 2, 2, 2]   # reference, uninterrupted, crashed, resumed
 
@@ -289,8 +287,8 @@ def test_two_processes_equal_one_process(tmp_path):
                           "--master_port", str(_free_port()), "-m", "hvpl.cli", *args,
                           "--out-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    a = load_model_file(tmp_path / "one" / tr.FINAL_NAME)["model"]
-    b = load_model_file(tmp_path / "two" / tr.FINAL_NAME)["model"]
+    a = load_model_file(tmp_path / "one" / FINAL_NAME)["model"]
+    b = load_model_file(tmp_path / "two" / FINAL_NAME)["model"]
     cfg = _cfg("hvpl")
     tr.seed_everything(0)   # train_step's seed before it builds the model
     start = step_plan.build_step_model(cfg, step_plan.make_plan(cfg, 0, train_json, None), None).state_dict()
@@ -301,8 +299,8 @@ def test_two_processes_equal_one_process(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-5, msg=k)
         moved += int(not torch.equal(a[k], start[k]))
     assert moved > 0
-    la = _log_without_time(tmp_path / "one" / tr.LOG_NAME)
-    lb = _log_without_time(tmp_path / "two" / tr.LOG_NAME)
+    la = _log_without_time(tmp_path / "one" / LOG_NAME)
+    lb = _log_without_time(tmp_path / "two" / LOG_NAME)
     for x, y in zip(la[:-1], lb[:-1]):
         assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-6) for k in x)
 
@@ -328,12 +326,12 @@ def test_killed_cli_process_resumes_to_identical_weights(tiny_split_dir, tmp_pat
         time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=60)
-    assert ckpt.exists() and not (out / tr.FINAL_NAME).exists()   # killed mid-step, after a checkpoint
+    assert ckpt.exists() and not (out / FINAL_NAME).exists()   # killed mid-step, after a checkpoint
     again = subprocess.run(args + ["--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming from" in again.stderr
-    assert _states_equal(load_model_file(out / tr.FINAL_NAME)["model"],
-                         load_model_file(tmp_path / "ref" / "step0" / tr.FINAL_NAME)["model"])
+    assert _states_equal(load_model_file(out / FINAL_NAME)["model"],
+                         load_model_file(tmp_path / "ref" / "step0" / FINAL_NAME)["model"])
 
 
 def test_a_step0_schedule_without_its_drop_is_reported(capsys):

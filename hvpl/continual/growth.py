@@ -22,8 +22,8 @@ def grow_for_step(model, method: Method | str, step_classes: int | Sequence[int]
     ``step_classes``: the number of classes the new step introduces (one task is added), or the full
     classes-per-task list (tasks are added until the model has them all). Returns the model.
     """
-    method = get_method(method) if isinstance(method, str) else method
-    if method.prompt_based != model.method.prompt_based or method.video_prompts != model.method.video_prompts:
+    method = get_method(method)
+    if method.frame_prompts != model.method.frame_prompts or method.video_prompts != model.method.video_prompts:
         raise HVPLError(f"method '{method.name}' does not match the model's method '{model.method.name}'")
     if isinstance(step_classes, int):
         model.add_task(step_classes)
@@ -59,11 +59,11 @@ def set_trainable(model, method: Method | str, step: int) -> None:
     Step 0, finetune and joint: everything (except what the backbone itself keeps frozen). Prompt methods at
     step >= 1: the newest class heads and the shared no-object heads (both levels), the newest frame prompt
     group (content, positional prompts, mask MLP) and, with video prompts, the newest video prompt group
-    (content, positional prompts, prompt_fq_pos, mask MLP); everything else frozen.
+    (content, positional prompts, ``fq_pos``, mask MLP); everything else frozen.
     """
-    method = get_method(method) if isinstance(method, str) else method
+    method = get_method(method)
     model.set_step_mode(step)
-    full = step == 0 or method.finetune or method.joint or not method.prompt_based
+    full = step == 0 or method.finetune or method.joint or not method.frame_prompts
     _set([model], full)
     if full:
         _refreeze_backbone(model)

@@ -18,10 +18,6 @@ class Method:
     joint: bool = False      # one step on all classes
 
     @property
-    def prompt_based(self) -> bool:
-        return self.frame_prompts
-
-    @property
     def base_variant(self) -> str:
         """Methods with the same base variant train an identical step 0 (the workflow shares it)."""
         if self.joint:
@@ -43,7 +39,10 @@ METHODS = {
 }
 
 
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise HVPLError(f"unknown method '{name}'; known: {', '.join(METHODS)}")
-    return METHODS[name]
+def get_method(method: Method | str) -> Method:
+    """The Method named ``method`` (HVPLError if unknown); a Method is returned unchanged."""
+    if isinstance(method, Method):
+        return method
+    if method not in METHODS:
+        raise HVPLError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+    return METHODS[method]

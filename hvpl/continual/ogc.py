@@ -212,7 +212,7 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     Returns the (C, k) basis.
     """
     from hvpl.engine.distributed import resolve_device
-    from hvpl.engine.predict import load_model_file, rebuild_model
+    from hvpl.engine.model_file import load_model_file, rebuild_model
     from hvpl.utils.logging import log
 
     if threads:

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hvpl.engine.predict import load_model_file
+from hvpl.engine.model_file import FINAL_NAME, load_model_file
 from hvpl.model.backbone import read_weight_file, weight_tensor
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.logging import log
@@ -64,7 +64,7 @@ def vita_to_hvpl_name(name: str) -> str:
 
 def _read_state(path: str) -> dict:
     """{name: CPU tensor} of a weights file (a ``{"model": state}`` wrapper unwrapped)."""
-    if str(path).endswith("model_final.pth"):
+    if str(path).endswith(FINAL_NAME):
         ckpt = load_model_file(path)
     else:
         ckpt = read_weight_file(Path(path), "train.init_weights")

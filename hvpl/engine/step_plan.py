@@ -12,7 +12,7 @@ from pathlib import Path
 from hvpl.continual.methods import Method, get_method
 from hvpl.data.splits import coco_file_name
 from hvpl.engine.init_weights import load_init_weights
-from hvpl.engine.predict import rebuild_model
+from hvpl.engine.model_file import rebuild_model
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
 from hvpl.utils.logging import log

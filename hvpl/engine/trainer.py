@@ -35,14 +35,12 @@ from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_su
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.init_weights import describe_init
 from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_batch
-from hvpl.engine.predict import load_model_file
+from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, load_model_file, model_file_dict
 from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress
 
-FINAL_NAME = "model_final.pth"
-LOG_NAME = "train_log.jsonl"
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
 
 
@@ -240,14 +238,10 @@ class StepTrainer:
         if not self.info.is_main:
             return
         trainable, total = total_params
-        model = unwrap(self.ddp)
-        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         plan = self.plan
         atomic_torch_save(self.out_dir / FINAL_NAME, {
-            "model": state, "model_config": self.cfg["model"], "scenario": self.cfg["scenario"],
-            "method": plan.method.name, "step": plan.step, "classes_per_task": list(plan.classes_per_task),
-            "class_order": list(plan.class_order), "trainable_params": trainable, "total_params": total,
-            "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+            **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
+            "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
         done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
                 "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]

@@ -65,16 +65,18 @@ def _per_class(metrics: dict, key: str) -> dict:
     return {int(c): v[key] for c, v in metrics.get("per_class", {}).items()}
 
 
+def _mean_defined(per_class: dict, cats) -> float:
+    """Mean of the defined values of ``per_class`` ({class: value}) over the classes ``cats``; -1.0 if none."""
+    vals = [per_class[c] for c in cats if _defined(per_class.get(c))]
+    return _mean(vals) if vals else -1.0
+
+
 def _per_task(metrics: dict, key: str, steps: list) -> dict:
     """{task: value}: the metrics' per_task entry, else the mean of the task's defined per-class values."""
     if "per_task" in metrics:
         return {int(t): v[key] for t, v in metrics["per_task"].items()}
     per_class = _per_class(metrics, key)
-    out = {}
-    for task, cats in enumerate(steps):
-        vals = [per_class[c] for c in cats if _defined(per_class.get(c))]
-        out[task] = _mean(vals) if vals else -1.0
-    return out
+    return {task: _mean_defined(per_class, cats) for task, cats in enumerate(steps)}
 
 
 def _old_new(metrics: dict, steps: list, step: int) -> tuple:
@@ -82,11 +84,7 @@ def _old_new(metrics: dict, steps: list, step: int) -> tuple:
     if "AP_old" in metrics and "AP_new" in metrics:
         return metrics["AP_old"], metrics["AP_new"]
     per_class = _per_class(metrics, "AP")
-
-    def mean_of(cats):
-        vals = [per_class[c] for c in cats if _defined(per_class.get(c))]
-        return _mean(vals) if vals else -1.0
-    return mean_of([c for t in steps[:step] for c in t]), mean_of(steps[step])
+    return _mean_defined(per_class, [c for t in steps[:step] for c in t]), _mean_defined(per_class, steps[step])
 
 
 def compute_forgetting(metrics_list: list, steps: list) -> dict:

@@ -35,7 +35,7 @@ STAT_COLUMNS = ["AP", "AP50", "AP75", "AR1", "AR10", "AP_small", "AP_medium", "A
 FORGETTING_COLUMNS = ["FAP", "FAR1", "F_AP", "FAP_task", "FAR1_task"]
 FINAL_METRICS = ["AP", "AP50", "AP75", "AR1", "AR10", "AP_old", "AP_new", "FAP", "FAR1", "F_AP"]
 SKIP_SCENARIOS = {"data", "plots"}
-BASE_PREFIX = "_"          # shared step-0 runs of the workflow (``_base_<variant>``) are not reported
+BASE_PREFIX = "_base_"     # shared step-0 runs of the workflow (common.smk BASE_PREFIX) are not reported
 STEP_DIR = re.compile(r"^step(\d+)$")
 SEED_DIR = re.compile(r"^seed(\d+)$")
 

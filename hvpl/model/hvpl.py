@@ -14,8 +14,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from hvpl.continual.methods import Method, get_method
+from hvpl.model.backbone import build_backbone
 from hvpl.model.classifier import IncrementalClassifier
 from hvpl.model.frame_decoder import FrameDecoder
+from hvpl.model.pixel_decoder import PixelDecoder
 from hvpl.model.video_decoder import VideoDecoder
 from hvpl.utils.errors import HVPLError
 
@@ -32,11 +34,8 @@ class HVPLModel(nn.Module):
     def __init__(self, model_cfg: dict, method: Method | str, prompts_per_task: int,
                  classes_per_task: Sequence[int]):
         super().__init__()
-        from hvpl.model.backbone import build_backbone
-        from hvpl.model.pixel_decoder import PixelDecoder
-
         self.model_cfg = model_cfg
-        self.method = get_method(method) if isinstance(method, str) else method
+        self.method = get_method(method)
         self.prompts_per_task = prompts_per_task
         classes_per_task = list(classes_per_task)
         if not classes_per_task:
@@ -55,8 +54,6 @@ class HVPLModel(nn.Module):
         self.size_divisibility = model_cfg.get("size_divisibility", SIZE_DIVISIBILITY)
         self.chunk_frames = model_cfg.get("inference", {}).get("chunk_frames", 1)
         self.train_group = 0
-        # None = run backbone + pixel decoder without autograd exactly when none of their weights is trainable.
-        self.frozen_trunk: bool | None = None
         for n in classes_per_task[1:]:
             self.add_task(n)
 
@@ -84,7 +81,7 @@ class HVPLModel(nn.Module):
 
     def set_step_mode(self, step: int) -> None:
         """Train the newest group at step >= 1 of a prompt method, else the base group 0."""
-        if self.method.prompt_based and step >= 1:
+        if self.method.frame_prompts and step >= 1:
             if step >= self.num_groups:
                 raise HVPLError(f"step {step}: the model has only {self.num_groups} query groups; grow it first")
             self.train_group = step
@@ -97,15 +94,15 @@ class HVPLModel(nn.Module):
 
     # ------------------------------------------------------------- trunk
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) 0..255 RGB -> normalised, zero-padded at the bottom/right to a multiple of 32."""
+        """(N, 3, H, W) 0..255 RGB -> normalised, zero-padded at the bottom/right to a multiple of
+        ``size_divisibility`` (model config, default 32)."""
         x = (frames.to(self.pixel_mean.dtype) - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         div = self.size_divisibility
         return F.pad(x, (0, (-w) % div, 0, (-h) % div))
 
     def _trunk_frozen(self) -> bool:
-        if self.frozen_trunk is not None:
-            return self.frozen_trunk
+        """True when no backbone / pixel-decoder weight is trainable: the trunk then runs without autograd."""
         params = list(self.backbone.parameters()) + list(self.pixel_decoder.parameters())
         return not any(p.requires_grad for p in params)
 
@@ -188,24 +185,3 @@ def without_weight_files(model_cfg: dict) -> dict:
     """A copy of ``model_cfg`` whose backbone loads no pre-trained weight file (weights come from elsewhere)."""
     return dict(model_cfg, backbone=dict(model_cfg["backbone"], weights=None))
 
-
-def build_model_from_checkpoint(ckpt: dict, map_location: str | torch.device | None = None) -> HVPLModel:
-    """Rebuild a ``model_final.pth`` dict (docs/DESIGN.md): grow the tasks, load the weights (strict)."""
-    for key in ("model", "model_config", "method", "classes_per_task", "scenario"):
-        if key not in ckpt:
-            raise HVPLError(f"checkpoint: missing entry '{key}'")
-    prompts = ckpt["scenario"].get("prompts_per_task")
-    if prompts is None:
-        raise HVPLError("checkpoint: missing entry 'scenario.prompts_per_task'")
-    model = HVPLModel(without_weight_files(ckpt["model_config"]), ckpt["method"], prompts,
-                      ckpt["classes_per_task"])
-    state = ckpt["model"]
-    if map_location is not None:
-        state = {k: v.to(map_location) for k, v in state.items()}
-        model.to(map_location)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise HVPLError(f"checkpoint: weights do not match the model it describes: {exc}") from exc
-    model.set_step_mode(len(ckpt["classes_per_task"]) - 1)
-    return model

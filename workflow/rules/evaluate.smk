@@ -7,8 +7,8 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        predictions=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/predictions.json",
-        metrics=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/metrics.json",
+        predictions=f"{step_dir('{scenario}', '{method}', '{seed}', '{step}')}/predictions.json",
+        metrics=f"{step_dir('{scenario}', '{method}', '{seed}', '{step}')}/metrics.json",
     params:
         test_json=lambda wildcards: split_file(wildcards.scenario, f"test_step{wildcards.step}.json"),
         classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),

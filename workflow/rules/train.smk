@@ -11,8 +11,8 @@ rule train:
     wildcard_constraints:
         method=rf"{BASE_PREFIX}[a-z_]+|[A-Za-z0-9_]+(?=/seed\d+/step[1-9])",
     output:
-        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/model_final.pth",
-        train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/train_log.jsonl",
+        model=f"{step_dir('{scenario}', '{method}', '{seed}', '{step}')}/model_final.pth",
+        train_log=f"{step_dir('{scenario}', '{method}', '{seed}', '{step}')}/train_log.jsonl",
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step),
         compute=compute_args(),
@@ -44,8 +44,8 @@ rule share_step0:
     input:
         unpack(base_step0),
     output:
-        model=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step0/model_final.pth",
-        train_log=f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step0/train_log.jsonl",
+        model=f"{step_dir('{scenario}', '{method}', '{seed}', 0)}/model_final.pth",
+        train_log=f"{step_dir('{scenario}', '{method}', '{seed}', 0)}/train_log.jsonl",
     wildcard_constraints:
         method="|".join(METHODS),
     resources:
@@ -66,7 +66,7 @@ rule ogc_memory:
     input:
         unpack(ogc_inputs),
     output:
-        f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/step{{step}}/ogc_basis.pt",
+        f"{step_dir('{scenario}', '{method}', '{seed}', '{step}')}/ogc_basis.pt",
     params:
         config=lambda wildcards: hvpl_config_args(wildcards.scenario, wildcards.method, wildcards.step, ogc=True),
         compute=compute_args(),

@@ -1,5 +1,5 @@
 """Tests for hvpl.model.hvpl: output shapes (tiny and paper size), preprocessing, whole-model group isolation,
-the test-time path (every frame, every group alone), frozen trunk, checkpoint rebuild."""
+the test-time path (every frame, every group alone), frozen trunk."""
 from pathlib import Path
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from hvpl.continual.growth import grow_for_step, set_trainable
-from hvpl.model.hvpl import HVPLModel, build_model_from_checkpoint
+from hvpl.model.hvpl import HVPLModel
 
 torch.set_num_threads(1)
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "models"
@@ -150,26 +150,6 @@ def test_no_video_prompt_methods_use_base_clip_queries():
     out = model.forward_video(frames(2, 3, 32, 32))
     q = model.video_decoder.query_feat.num_embeddings
     assert [r["pred_logits"].shape for r in out] == [(q, 5), (q, 5)]
-
-
-def test_build_model_from_checkpoint_roundtrip():
-    model = tiny_model(classes=(2, 2))
-    with torch.no_grad():
-        for p in model.frame_decoder.prompts.parameters():
-            p.add_(torch.randn_like(p))
-    ckpt = {"model": model.state_dict(), "model_config": model.model_cfg, "method": "hvpl",
-            "scenario": {"prompts_per_task": 2}, "classes_per_task": [2, 2], "step": 1}
-    rebuilt = build_model_from_checkpoint(ckpt)
-    assert rebuilt.train_group == 1
-    model.eval(), rebuilt.eval()
-    video = frames(2, 3, 32, 32)
-    for a, b in zip(model.forward_video(video), rebuilt.forward_video(video)):
-        assert torch.equal(a["pred_logits"], b["pred_logits"]) and torch.equal(a["pred_masks"], b["pred_masks"])
-    from hvpl.utils.errors import HVPLError
-    with pytest.raises(HVPLError):
-        build_model_from_checkpoint(dict(ckpt, classes_per_task=[2, 2, 2]))
-    with pytest.raises(HVPLError):
-        build_model_from_checkpoint({k: v for k, v in ckpt.items() if k != "method"})
 
 
 def test_deterministic_for_fixed_seed():
