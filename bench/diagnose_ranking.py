@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hvpl.data.clip_dataset import VideoDataset
-from hvpl.engine.model_file import load_model_file, rebuild_model
+from hvpl.engine.model_file import FINAL_NAME, load_model_file, rebuild_model
 from hvpl.evaluation.evaluate import evaluate_files
 from hvpl.model.inference import predict_video
 from hvpl.utils.io import atomic_write_json
@@ -25,7 +25,7 @@ OUT = Path(__file__).resolve().parent / "out" / "diagnose_ranking.json"
 
 
 def final_step(run_dir: Path) -> int:
-    return max(int(p.name[4:]) for p in run_dir.glob("step*") if (p / "model_final.pth").is_file())
+    return max(int(p.name[4:]) for p in run_dir.glob("step*") if (p / FINAL_NAME).is_file())
 
 
 def foreign_sigmoid_sum(model, ckpt, dataset, videos: int) -> dict:
@@ -61,7 +61,7 @@ def evaluate_variant(model, ckpt, dataset, test_json, classes, step, deltas, top
 def diagnose(results: Path, scenario: str, seed: int, method: str) -> dict:
     run = results / scenario / method / f"seed{seed}"
     step = final_step(run)
-    ckpt = load_model_file(run / f"step{step}" / "model_final.pth")
+    ckpt = load_model_file(run / f"step{step}" / FINAL_NAME)
     model = rebuild_model(ckpt).eval()
     split = results / "data" / scenario
     test_json, classes = split / f"test_step{step}.json", split / "classes.json"

@@ -6,7 +6,7 @@ rule forgetting:
     input:
         unpack(forgetting_inputs),
     output:
-        f"{RESULTS}/{{scenario}}/{{method}}/seed{{seed}}/forgetting.json",
+        f"{run_dir('{scenario}', '{method}', '{seed}')}/forgetting.json",
     params:
         classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),
     resources:
