@@ -2,6 +2,7 @@
 arguments, resources from the profiles, config validation. The real runs are in test_workflow_runs.py."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -109,16 +110,20 @@ def test_synthetic_overrides_generate_their_own_data(tmp_path):
     assert "--num-videos" not in synth
     assert "--data-root resources/synth/synth_smoke " in split
 
-    folders = set()
+    folders = {}
     for n in (20, 30):
         cfg = write_config(tmp_path / f"o{n}.yaml", results_dir=f"results{n}",
                            overrides={"synth_smoke": {"scenario.synthetic.num_videos": n}})
         synth, split = _synthesize_and_split(cfg, tmp_path)
         root = re.match(r"(resources/synth/synth_smoke@[0-9a-f]{16})/train\.json", field(synth, "output")).group(1)
-        assert f"--scenario synth_smoke --out {root} --num-videos {n} " in synth
+        assert f"--out {root} --num-videos {n} " in synth
         assert f"--data-root {root} " in split and f"input: {root}/train.json" in split
-        folders.add(root)
+        folders[root] = n
     assert len(folders) == 2
+    # the job itself: the scenario's name is taken from the folder name, the override applied
+    res = run_snakemake("--cores", "1", f"{root}/train.json", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(json.loads((tmp_path / root / "train.json").read_text())["videos"]) == 30
 
     res = run_snakemake("-n", "resources/synth/synth_smoke@0123456789abcdef/train.json", "--configfile", str(cfg),
                         workdir=tmp_path)

@@ -11,7 +11,6 @@ rule synthesize:
         variant="(" + "|".join(re.escape(sc) for sc in SCENARIOS) + ")(@[0-9a-f]{16})?",
     params:
         root=lambda wildcards, output: os.path.dirname(output.json),
-        scenario=lambda wildcards: synth_scenario(wildcards.variant),
         extra=synth_args,
         settings=synth_settings,  # the synthetic section (and overrides): an edit regenerates
     resources:
@@ -23,7 +22,10 @@ rule synthesize:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl synth --scenario {params.scenario} --out {params.root} {params.extra} > {log} 2>&1"
+        # the scenario is the variant's name before "@" (common.smk synth_variant); not a param of its own, which
+        # would change every existing job's params and regenerate the data of finished runs
+        "variant={wildcards.variant}; hvpl synth --scenario ${{variant%%@*}} --out {params.root} {params.extra} "
+        "> {log} 2>&1"
 
 
 rule split:
