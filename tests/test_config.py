@@ -60,24 +60,16 @@ def test_overrides_of_another_kind_or_unknown_keys_are_errors(item, message):
     ("scenario.input.min_size_train=[]", "input.min_size_train = \\[\\]: expected a non-empty list of integers"),
     ("scenario.input.min_size_train=[64, 0]", "input.min_size_train"),
     ("scenario.input.max_size_test=0", "input.max_size_test"),
-])
-def test_values_out_of_range_are_errors_naming_the_key(item, key):
-    with pytest.raises(HVPLError, match=key) as exc:
-        load_run_config("synth_smoke", "hvpl", None, [item])
-    assert "synth_smoke" in str(exc.value)
-
-
-@pytest.mark.parametrize("item, key", [
     ("model.loss.num_points=-4", "loss.num_points = -4: expected an integer >= 1"),
     ("model.frame_decoder.num_queries=0", "frame_decoder.num_queries = 0"),
     ("model.video_decoder.tree_scan.d_state=0", "video_decoder.tree_scan.d_state"),
     ("model.loss.importance_sample_ratio=1.5", "loss.importance_sample_ratio = 1.5: expected a number in \\[0, 1\\]"),
 ])
-def test_model_values_out_of_range_are_errors_naming_the_key(item, key):
-    """Caught at loading, not as a tensor-shape error deep in the first iteration."""
+def test_values_out_of_range_are_errors_naming_the_key(item, key):
+    """Caught at loading (also model sizes), not as a tensor-shape error deep in the first iteration."""
     with pytest.raises(HVPLError, match=key) as exc:
         load_run_config("synth_smoke", "hvpl", None, [item])
-    assert "model 'tiny'" in str(exc.value)
+    assert ("model 'tiny'" if item.startswith("model.") else "synth_smoke") in str(exc.value)
 
 
 def test_a_model_file_out_of_range_names_the_file(tmp_path):
