@@ -47,6 +47,13 @@ def test_paper_trainable_counts(scenario, expected):
     assert expected_prompt_trainable(cfg["model"], "hvpl", sc["prompts_per_task"], sc["increment"]) == expected
 
 
+def test_paper_step0_count_equals_authors():
+    """Step 0 at paper size: 55,433,130 parameters, the authors' HVPL step-0 state dict less its buffers (their
+    tree-scan depthwise convs have no bias; an earlier version had 6 x 512 more)."""
+    trainable, total = count_parameters(load_run_config("ytvis2019_20-2", "hvpl"), 0)
+    assert trainable == total == 55_433_130
+
+
 def test_step0_finetune_joint_train_everything():
     """method.md: step 0 trains everything (Mask2Former/VITA's FREEZE_AT: 0); a backbone freeze_at is kept."""
     cfg = load_run_config("ytvis2019_20-2", "finetune")
