@@ -78,11 +78,12 @@ def test_step0_finetune_joint_train_everything():
         count_parameters(cfg, 11)
 
 
-@pytest.mark.parametrize("method", ["hvpl", "eclipse", "hvpl_no_video_prompts", "hvpl_no_context", "hvpl_no_ogc"])
+@pytest.mark.parametrize("method", ["hvpl", "eclipse", "hvpl_no_video_prompts", "hvpl_no_context", "hvpl_no_ogc",
+                                    "hvpl_ogc_authors"])
 def test_tiny_trainable_counts_match_formula(method):
     cfg = load_run_config("synth_smoke", method)
     sc = cfg["scenario"]
-    kind = "hvpl" if method in ("hvpl", "hvpl_no_context", "hvpl_no_ogc") else "frame_only"
+    kind = "hvpl" if method in ("hvpl", "hvpl_no_context", "hvpl_no_ogc", "hvpl_ogc_authors") else "frame_only"
     expected = expected_prompt_trainable(cfg["model"], kind, sc["prompts_per_task"], sc["increment"])
     assert count_parameters(cfg, 1)[0] == expected
     assert count_parameters(cfg, 2)[0] == expected

@@ -127,7 +127,7 @@ def test_basis_file_round_trip_and_errors(tmp_path):
     path = tmp_path / "ogc_basis.pt"
     save_basis(path, M, 0.7, 30, 1)
     data = torch.load(path, weights_only=True)
-    assert set(data) == {"basis", "energy_threshold", "num_features", "step"}
+    assert set(data) == {"basis", "energy_threshold", "num_features", "step", "space"} and data["space"] == "channel"
     assert torch.equal(load_basis(path, channels=8), M)
     assert torch.equal(load_basis(path, step=1), M)
     with pytest.raises(HVPLError, match="expected the basis of step 2"):   # another step's file
