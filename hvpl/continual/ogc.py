@@ -212,7 +212,8 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     Returns the (C, k) basis.
     """
     from hvpl.engine.distributed import resolve_device
-    from hvpl.engine.model_file import load_model_file, rebuild_model
+    from hvpl.engine.authors_checkpoint import load_model_or_authors
+    from hvpl.engine.model_file import rebuild_model
     from hvpl.utils.logging import log
 
     if threads:
@@ -221,7 +222,7 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
         raise HVPLError(f"ogc-memory --step {step}: the OGC memory exists for steps >= 1")
     train = cfg["scenario"]["train"]
     threshold, num = float(train["ogc_threshold"]), int(train["ogc_samples"])
-    prev = load_model_file(prev_model)
+    prev = load_model_or_authors(prev_model, cfg, step - 1, Path(train_json).parent / "classes.json")
     _check_memory_inputs(cfg, prev, step, prev_model, prev_basis)
     dataset = _memory_dataset(cfg, prev, Path(train_json), seed)
     dev = resolve_device(device)
