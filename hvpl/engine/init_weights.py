@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import torch
 
-from hvpl.engine.model_file import FINAL_NAME, load_model_file
 from hvpl.model.backbone import read_weight_file, weight_tensor
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.logging import log
@@ -192,15 +191,8 @@ def match_state(state: dict, own: dict, detectron2: bool) -> StateMatch:
 
 
 def _read_state(path: str) -> dict:
-    """{name: CPU tensor} of a weights file (a ``{"model": state}`` wrapper unwrapped)."""
-    if str(path).endswith(FINAL_NAME):
-        try:
-            ckpt = load_model_file(path)
-        except HVPLError:   # a detectron2 model_final.pth (the authors')
-            ckpt = read_weight_file(Path(path), "train.init_weights")
-    else:
-        ckpt = read_weight_file(Path(path), "train.init_weights")
-    return state_of(ckpt, path, "train.init_weights")
+    """{name: CPU tensor} of a weights file (a ``{"model": state}`` wrapper, as ours and detectron2's, unwrapped)."""
+    return state_of(read_weight_file(Path(path), "train.init_weights"), path, "train.init_weights")
 
 
 def state_of(ckpt, path, what: str) -> dict:
