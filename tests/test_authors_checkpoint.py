@@ -197,3 +197,19 @@ def test_train_and_ogc_memory_continue_from_an_authors_checkpoint(tiny_split_dir
     head = "frame_classifier.heads.0.layers.2.weight"
     assert torch.equal(model[head], src.state_dict()[head])   # the frozen base head, from the authors' file
     assert model["frame_classifier.heads.1.layers.2.weight"].shape[0] == 2
+
+
+def test_pickle_and_ddp_prefix_read_alike(tmp_path):
+    """A detectron2 ``.pkl`` (numpy arrays) and a state saved with DistributedDataParallel's ``module.`` prefix
+    convert to the same model file as the plain ``.pth``."""
+    import pickle
+
+    src, cfg = _smoke_model(1)
+    state = authors_state(src, cfg["model"])
+    with open(tmp_path / "model_final.pkl", "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in state.items()}, "__author__": "fake"}, f)
+    _save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    plain = load_model_or_authors(_save(state, tmp_path / "model_final.pth"), cfg)["model"]
+    for name in ("model_final.pkl", "ddp.pth"):
+        other = load_model_or_authors(tmp_path / name, cfg, step=1)["model"]
+        assert other.keys() == plain.keys() and all(torch.equal(other[k], plain[k]) for k in plain), name

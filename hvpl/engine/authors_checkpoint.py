@@ -32,9 +32,11 @@ NO_COUNTERPART = (r"(criterion|vita_criterion)\.empty_weight",)
 
 
 def is_authors_checkpoint(ckpt) -> bool:
-    """A detectron2 checkpoint of VITA/Mask2Former/HVPL (``{"model": state}`` or a bare state dict)?"""
+    """A detectron2 checkpoint of VITA/Mask2Former/HVPL (``{"model": state}`` or a bare state dict, names maybe
+    prefixed by DistributedDataParallel's ``module.``)?"""
     state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    return isinstance(state, dict) and any(str(k).startswith(DETECTRON2_HEADS) for k in state)
+    return isinstance(state, dict) and any(re.sub(r"^module\.", "", str(k)).startswith(DETECTRON2_HEADS)
+                                           for k in state)
 
 
 def read_any(path: str | Path):
