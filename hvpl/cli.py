@@ -120,16 +120,20 @@ def cmd_predict(args):
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
             threads=args.threads, workers=args.workers, max_videos=args.max_videos,
             image_root=Path(args.image_root).resolve() if args.image_root else None, run_cfg=run_cfg,
-            classes_json=Path(args.classes) if args.classes else None)
+            classes_json=_classes_file(args))
+
+
+def _classes_file(args) -> Path | None:
+    if args.classes and not Path(args.classes).is_file():
+        raise HVPLError(f"--classes {args.classes}: not found")
+    return Path(args.classes) if args.classes else None
 
 
 def cmd_convert(args):
     from hvpl.engine.authors_checkpoint import convert_file
 
-    classes = Path(args.classes) if args.classes else None
-    if classes is not None and not classes.is_file():
-        raise HVPLError(f"--classes {classes}: not found")
-    convert_file(Path(args.in_path), _run_config(args), Path(args.out), step=args.step, classes_json=classes)
+    convert_file(Path(args.in_path), _run_config(args), Path(args.out), step=args.step,
+                 classes_json=_classes_file(args))
 
 
 def cmd_claim_gpus(args):

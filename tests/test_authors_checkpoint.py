@@ -179,6 +179,9 @@ def test_cli_convert_and_predict_an_authors_checkpoint(tiny_split_dir, tmp_path,
     assert main(["convert", "--in", authors, "--scenario", "synth_smoke", "--step", "0", "--out",
                  str(tmp_path / "x.pth")]) == 2
     assert "a step-1 model, not step 0" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+    assert main(["predict", "--model", authors, "--scenario", "synth_smoke", "--classes", str(tmp_path / "no.json"),
+                 "--out", str(tmp_path / "d.json"), *common]) == 2
+    assert "no.json: not found" in capsys.readouterr().err
 
 
 def test_train_and_ogc_memory_continue_from_an_authors_checkpoint(tiny_split_dir, tmp_path):
