@@ -109,11 +109,31 @@ def cmd_ogc_memory(args):
 
 
 def cmd_predict(args):
+    from hvpl.config import load_run_config
     from hvpl.engine.predict import predict
 
+    run_cfg = None
+    if args.scenario:   # read only for an authors' checkpoint (ours records its scenario and model)
+        run_cfg = load_run_config(args.scenario, "hvpl", args.model_size, args.overrides)
+    elif args.model_size or args.overrides:
+        raise HVPLError("--model-size / --set describe an authors' checkpoint and need --scenario")
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
             threads=args.threads, workers=args.workers, max_videos=args.max_videos,
-            image_root=Path(args.image_root).resolve() if args.image_root else None)
+            image_root=Path(args.image_root).resolve() if args.image_root else None, run_cfg=run_cfg,
+            classes_json=_classes_file(args))
+
+
+def _classes_file(args) -> Path | None:
+    if args.classes and not Path(args.classes).is_file():
+        raise HVPLError(f"--classes {args.classes}: not found")
+    return Path(args.classes) if args.classes else None
+
+
+def cmd_convert(args):
+    from hvpl.engine.authors_checkpoint import convert_file
+
+    convert_file(Path(args.in_path), _run_config(args), Path(args.out), step=args.step,
+                 classes_json=_classes_file(args))
 
 
 def cmd_claim_gpus(args):
@@ -208,13 +228,40 @@ def _add_ogc_memory_parser(sub) -> None:
 def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="a trained step over its test JSON -> YouTube-VIS results")
     _add_compute_args(p, workers=True)
-    p.add_argument("--model", dest="model_path", required=True)
+    p.add_argument("--model", dest="model_path", required=True,
+                   help="a model_final.pth of hvpl train, or an authors' HVPL checkpoint (then --scenario, "
+                        "--model-size, --set and --classes describe it)")
     p.add_argument("--test-json", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--image-root", default=None,
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
+    _add_authors_args(p, "--model-size", required=False)
     p.set_defaults(func=cmd_predict)
+
+
+def _add_authors_args(p: argparse.ArgumentParser, model_flag: str, required: bool) -> None:
+    """What an authors' checkpoint does not record: its scenario, model size (``model_flag``) and class order."""
+    p.add_argument("--scenario", required=required, default=None,
+                   help="the checkpoint's scenario (name in config/scenarios/ or a YAML path)")
+    p.add_argument(model_flag, dest=model_flag[2:].replace("-", "_"), default=None,
+                   help="model size in config/models/ (default: the scenario's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. model.frame_decoder.num_queries=50 (repeatable)")
+    p.add_argument("--classes", default=None,
+                   help="the split's classes.json: class order (default: the scenario's class_order, else "
+                        "ascending category ids)")
+
+
+def _add_convert_parser(sub) -> None:
+    p = sub.add_parser("convert", help="an authors' HVPL checkpoint (detectron2 model_final.pth) -> our "
+                                       "model_final.pth of its step")
+    p.add_argument("--in", dest="in_path", required=True, help="the authors' checkpoint (.pth or .pkl)")
+    p.add_argument("--out", required=True, help="model_final.pth to write")
+    p.add_argument("--step", type=int, default=None,
+                   help="the step the file should be (checked; default: read from its class heads)")
+    _add_authors_args(p, "--model", required=True)
+    p.set_defaults(func=cmd_convert)
 
 
 def _add_claim_gpus_parser(sub) -> None:
@@ -231,7 +278,7 @@ def _add_claim_gpus_parser(sub) -> None:
 # One parser per subcommand, in the order of ``hvpl --help``.
 SUBCOMMAND_PARSERS = (_add_synth_parser, _add_split_parser, _add_evaluate_parser, _add_forgetting_parser,
                       _add_summarize_parser, _add_params_parser, _add_train_parser, _add_ogc_memory_parser,
-                      _add_predict_parser, _add_claim_gpus_parser)
+                      _add_predict_parser, _add_convert_parser, _add_claim_gpus_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

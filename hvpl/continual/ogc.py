@@ -221,7 +221,8 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     from hvpl.continual.methods import get_method
     from hvpl.continual.ogc_authors import authors_update, frame_vectors, memory_frames
     from hvpl.engine.distributed import resolve_device
-    from hvpl.engine.model_file import load_model_file, rebuild_model
+    from hvpl.engine.authors_checkpoint import load_model_or_authors
+    from hvpl.engine.model_file import rebuild_model
     from hvpl.utils.logging import log
 
     if threads:
@@ -232,7 +233,7 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     train = cfg["scenario"]["train"]
     threshold = float(train["ogc_threshold"])
     space = "sample" if method.ogc_authors else "channel"
-    prev = load_model_file(prev_model)
+    prev = load_model_or_authors(prev_model, cfg, step - 1, Path(train_json).parent / "classes.json")
     _check_memory_inputs(cfg, prev, step, prev_model, prev_basis)
     dataset = _memory_dataset(cfg, prev, Path(train_json), seed)
     dev = resolve_device(device)

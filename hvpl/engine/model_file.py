@@ -33,22 +33,32 @@ def model_file_dict(cfg: dict, plan: StepPlan, model: nn.Module) -> dict:
             "classes_per_task": list(plan.classes_per_task), "class_order": list(plan.class_order)}
 
 
-def load_model_file(path: str | Path) -> dict:
-    """Read a ``model_final.pth`` dict (DESIGN.md) to CPU; a missing/foreign file raises HVPLError naming it."""
+def read_checkpoint(path: str | Path):
+    """The object a torch file holds, on CPU; HVPLError naming ``path`` if missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: model file not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or not a torch file
         raise HVPLError(f"{path}: not a readable model file ({exc})") from exc
+
+
+def check_model_file(ckpt, path: str | Path) -> dict:
+    """``ckpt`` as a ``model_final.pth`` dict (DESIGN.md) with its ``_path``; HVPLError naming what is missing."""
     if not isinstance(ckpt, dict):
         raise HVPLError(f"{path}: expected a model_final.pth dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
-        raise HVPLError(f"{path}: missing entries {missing} (not a model_final.pth of hvpl train)")
+        raise HVPLError(f"{path}: missing entries {missing} (not a model_final.pth of hvpl train; an authors' "
+                        "detectron2 checkpoint is read with the run's scenario: see `hvpl convert --help`)")
     ckpt["_path"] = str(path)
     return ckpt
+
+
+def load_model_file(path: str | Path) -> dict:
+    """Read a ``model_final.pth`` dict (DESIGN.md) to CPU; a missing/foreign file raises HVPLError naming it."""
+    return check_model_file(read_checkpoint(path), path)
 
 
 def rebuild_model(ckpt: dict, method: Method | str | None = None) -> HVPLModel:

@@ -9,18 +9,21 @@ from pathlib import Path
 
 import torch
 
-from hvpl.engine.model_file import load_model_file, rebuild_model
+from hvpl.engine.authors_checkpoint import load_model_or_authors
+from hvpl.engine.model_file import rebuild_model
 from hvpl.utils.io import atomic_write_json
 from hvpl.utils.logging import log, progress
 
 
 def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | None = None,
-            workers: int | None = None, max_videos: int | None = None, image_root=None) -> list[dict]:
+            workers: int | None = None, max_videos: int | None = None, image_root=None, run_cfg: dict | None = None,
+            classes_json=None) -> list[dict]:
     """Run the model of ``model_path`` over every video of ``test_json`` (at most ``max_videos``) and write
     ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list.
     Frames are read from ``image_root``, else the JSON's ``image_root`` entry (the split writes one; an official
     valid/test file has none). ``workers``: processes reading videos ahead (None: hvpl.engine.loader's default
-    for the device)."""
+    for the device). ``model_path`` may also be an authors' HVPL checkpoint: it is converted for the run config
+    ``run_cfg`` (scenario, model sizes), its class order read from ``classes_json`` (hvpl.engine.authors_checkpoint)."""
     from hvpl.data.clip_dataset import VideoDataset
     from hvpl.engine.distributed import resolve_device
     from hvpl.engine.loader import default_workers, iterate_items
@@ -31,7 +34,7 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is not None:
         torch.cuda.set_device(dev)   # the pin-memory thread of the data workers uses the current device
-    ckpt = load_model_file(model_path)
+    ckpt = load_model_or_authors(model_path, run_cfg, classes_json=classes_json)
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
     dataset = VideoDataset(Path(test_json), scenario["input"], image_root=image_root)

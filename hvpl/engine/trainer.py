@@ -35,7 +35,8 @@ from hvpl.engine.distributed import (DistInfo, all_gather_objects, all_reduce_su
 from hvpl.engine.optim import build_optimizer, build_scheduler, clip_gradients
 from hvpl.engine.init_weights import describe_init
 from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_batch
-from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, load_model_file, model_file_dict
+from hvpl.engine.authors_checkpoint import load_model_or_authors
+from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, model_file_dict
 from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
@@ -288,7 +289,9 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
     ckpt_dir = Path(ckpt_dir) if ckpt_dir else default_ckpt_dir(out_dir)
     method: Method = get_method(cfg["method"])
     with distributed_context(device) as info:
-        prev = load_model_file(prev_model) if prev_model else None
+        # our model_final.pth, or an authors' checkpoint of step t-1 (converted for this run's config)
+        prev = load_model_or_authors(prev_model, cfg, step - 1 if step >= 1 else None,
+                                     Path(train_json).parent / "classes.json") if prev_model else None
         plan, dataset = plan_step(cfg, step, Path(train_json), prev, seed)
         seed_everything(seed)
         model = build_step_model(cfg, plan, prev).to(info.device)
