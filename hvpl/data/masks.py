@@ -11,12 +11,13 @@ Decoded masks are ``numpy.ndarray`` of dtype bool, shape ``(H, W)``.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_util
 
+from hvpl.data.rle_runs import check_compressed_rles
+from hvpl.data.rle_runs import run_lengths as compressed_run_lengths  # noqa: F401 (part of this module's API)
 from hvpl.utils.errors import HVPLError
 
 
@@ -27,53 +28,14 @@ def _rle_size(seg: dict, where: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-# pycocotools' compressed RLE writes every run length as 5-bit groups with a continuation bit, each stored as
-# the character 48 + group: only '0' (48) .. 'o' (111) occur.
-_NOT_COMPRESSED_RLE = re.compile(r"[^\x30-\x6f]")
-
-
-_GROUP_BITS, _MORE, _SIGN = 5, 0x20, 0x10
-_MAX_GROUPS = 12   # a run length of up to 60 bits: more is no mask
-
-
-def compressed_run_lengths(counts: str) -> np.ndarray | None:
-    """The run lengths a compressed RLE string encodes (pycocotools' rleFrString, vectorised), or None when the
-    string ends inside a run length or one is too long."""
-    if not counts:
-        return np.zeros(0, dtype=np.int64)
-    groups = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
-    ends = np.flatnonzero((groups & _MORE) == 0)
-    if ends.size == 0 or ends[-1] != groups.size - 1:
-        return None
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_GROUPS:
-        return None
-    position = np.arange(groups.size) - np.repeat(starts, lengths)
-    runs = np.add.reduceat((groups & 0x1F) << (_GROUP_BITS * position), starts)
-    runs -= np.where(groups[ends] & _SIGN, np.int64(1) << (_GROUP_BITS * lengths), 0)   # sign extension
-    runs[2::2] = np.cumsum(runs[2::2])   # run m > 2 is stored as run m minus run m - 2: running sums over
-    runs[1::2] = np.cumsum(runs[1::2])   # each parity (runs 0, 1 and 2 are stored as they are)
-    return runs
-
-
 def check_rle_counts(counts: Any, height: int, width: int, where: str) -> None:
     """Check of an RLE's ``counts`` before pycocotools sees it (run lengths that do not cover the mask make its
     merge loop forever or its decode write past the mask): a compressed string of pycocotools' alphabet, or a
     list of integers, of non-negative run lengths summing to ``height * width``."""
     if isinstance(counts, str):
-        bad = _NOT_COMPRESSED_RLE.search(counts)
-        if bad:
-            raise HVPLError(f"{where}: RLE 'counts' is not a compressed RLE string (character {bad.group()!r} at "
-                            f"{bad.start()})")
-        runs = compressed_run_lengths(counts)
-        if runs is None:
-            raise HVPLError(f"{where}: RLE 'counts' is a truncated or corrupt compressed RLE string")
-        if runs.size and runs.min() < 0:
-            raise HVPLError(f"{where}: RLE 'counts' decodes to a negative run length")
-        if int(runs.sum()) != height * width:
-            raise HVPLError(f"{where}: RLE 'counts' cover {int(runs.sum())} pixels, the mask has "
-                            f"{height}x{width} (a mask encoded at another size?)")
+        problem = check_compressed_rles([counts], [height], [width])[1][0]
+        if problem:
+            raise HVPLError(f"{where}: {problem}")
         return
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
