@@ -10,7 +10,8 @@ per-class AP/AR1, metrics.json written). Reference: ``YTVOS(gt)``, ``loadRes``, 
 ``summarize`` of youtubevos/cocoapi ``PythonAPI/pycocotools/{ytvos,ytvoseval}.py``, from a local copy outside
 the project (never committed: ``--ref DIR`` or ``$HVPL_YTVOS_REF``, a folder holding ``ytvos.py`` and
 ``ytvoseval.py`` with the small patches modern numpy needs: ``from pycocotools import mask as maskUtils``,
-``np.float`` -> ``np.float64``, ``int(np.round(...))`` in ``Params``, the matplotlib imports dropped).
+``np.float`` -> ``np.float64``, ``int(np.round(...))`` in ``Params``, ``unicode`` -> ``bytes`` in ``loadRes``,
+the matplotlib imports dropped).
 Runs alternate (ours, reference, reference, ours, ...) and the medians are compared; without the reference
 only our times are reported. Prints a table and writes ``bench/out/eval.json``.
 

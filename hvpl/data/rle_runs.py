@@ -20,9 +20,7 @@ _LAST_GROUP_BELOW = _OFFSET + _MORE   # characters below this carry no continuat
 _MAX_GROUPS = 12                      # 60 bits; more is no mask
 _ALPHABET = bytes(range(_OFFSET, _OFFSET + 2 * _MORE))   # '0' .. 'o'
 _NOT_IN_ALPHABET = re.compile(r"[^\x30-\x6f]")
-# value of a one-group run, by character: the 5 bits, negative when the sign bit is set
-_ONE_GROUP_VALUE = np.zeros(256, dtype=np.int64)
-_ONE_GROUP_VALUE[_OFFSET:_LAST_GROUP_BELOW] = [g - 2 * _SIGN if g & _SIGN else g for g in range(_MORE)]
+_NEGATIVE_FROM = _OFFSET + _SIGN   # one-group values: '0' .. '?' are 0 .. 15, '@' .. 'O' are -16 .. -1
 
 CORRUPT = "RLE 'counts' is a truncated or corrupt compressed RLE string"
 TOO_LARGE = "RLE 'counts' store a run longer than the mask has pixels (a mask encoded at another size?)"
@@ -40,6 +38,14 @@ def _bad_characters(strings: list) -> list:
         else:
             out.append(None)
     return out
+
+
+def _one_group_values(chars: np.ndarray) -> np.ndarray:
+    """(K,) uint8 characters read as one-group values (K,) int64 (in int8 first: these passes are the costly
+    ones, over every run of every string)."""
+    x = (chars - _OFFSET).view(np.int8)
+    x -= (chars >= _NEGATIVE_FROM).view(np.int8) << _GROUP_BITS
+    return x.astype(np.int64)
 
 
 def stored_runs(strings: list, max_run=None):
@@ -69,11 +75,12 @@ def stored_runs(strings: list, max_run=None):
     more = np.flatnonzero(chars >= _LAST_GROUP_BELOW)   # every group of a multi-group value but its last
     count = lengths - np.diff(np.searchsorted(more, offsets))
     first = np.cumsum(count) - count
-    if more.size == 0:
-        return _ONE_GROUP_VALUE[chars], first, count, bad
-    last = np.ones(chars.size, dtype=bool)
-    last[more] = False
-    stored = _ONE_GROUP_VALUE[chars[last]]
+    if more.size:
+        last = np.ones(chars.size, dtype=bool)
+        last[more] = False
+        stored = _one_group_values(chars[last])
+    else:
+        return _one_group_values(chars), first, count, bad
     # multi-group values: a block of consecutive continued groups and the group after it
     block = np.concatenate(([True], np.diff(more) != 1))
     starts, ends = more[block], more[np.append(block[1:], True)] + 1
@@ -154,7 +161,7 @@ def check_compressed_rles(strings: list, heights, widths) -> tuple[np.ndarray, l
         # |stored| <= pixels keeps the cumulative sums far from overflow; runs in [0, pixels] keep the chain sums
         # exact.
         sums = np.cumsum(stored[parity::2])
-        before = np.concatenate(([0], sums[:-1]))[starts]
+        before = np.where(starts > 0, sums[starts - 1], 0)
         lengths = np.diff(np.append(starts, sums.size))
         negative[owners[np.minimum.reduceat(sums, starts) < before]] = True
         too_large[owners[np.maximum.reduceat(sums, starts) - before > pixels[owners]]] = True
