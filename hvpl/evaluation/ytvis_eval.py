@@ -231,24 +231,28 @@ def greedy_match(gts: list, dts: list, ious: np.ndarray, g_ign: tuple, iou_thrs:
     return gt_ig, dtm, dt_ig
 
 
-def match_pair(gts: list, dts: list, ious: np.ndarray, area_rng, iou_thrs: np.ndarray, _cache=None):
-    """Greedy COCO matching of one (video, category) for one area range (reference ``evaluateVid``, maxDet = all).
+def match_pair(gts: list, dts: list, ious: np.ndarray, area_rngs, iou_thrs: np.ndarray) -> list:
+    """Greedy COCO matching of one (video, category) for each area range (reference ``evaluateVid``, maxDet = all).
 
-    Returns None when there is neither GT nor detection, else a dict with ``dt_matches`` (T, D) (matched GT id,
-    0 = none), ``dt_ignore`` (T, D) bool, ``gt_ignore`` (G,) and ``dt_scores`` (D,). ``_cache``: a dict shared by
-    the area ranges of one pair: the matching depends on the range only through the GT ignore flags.
+    Returns per area range None when there is neither GT nor detection, else a dict with ``dt_matches`` (T, D)
+    (matched GT id, 0 = none), ``dt_ignore`` (T, D) bool, ``gt_ignore`` (G,) and ``dt_scores`` (D,). The matching
+    depends on the range only through the GT ignore flags: ranges with the same flags share one.
     """
     if not gts and not dts:
-        return None
-    g_ign = _ignore_flags(gts, area_rng)
-    cache = {} if _cache is None else _cache
-    if g_ign not in cache:
-        cache[g_ign] = greedy_match(gts, dts, ious, g_ign, iou_thrs)
-    gt_ig, dtm, dt_ig = cache[g_ign]
-    lo, hi = area_rng
-    out_of_rng = np.array([d.avg_area < lo or d.avg_area > hi for d in dts]).reshape((1, len(dts)))
-    dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, np.repeat(out_of_rng, len(iou_thrs), 0)))
-    return {"dt_matches": dtm, "dt_ignore": dt_ig, "gt_ignore": gt_ig, "dt_scores": [d.score for d in dts]}
+        return [None] * len(area_rngs)
+    matched: dict = {}
+    d_area = np.array([d.avg_area for d in dts])
+    scores = [d.score for d in dts]
+    out = []
+    for lo, hi in area_rngs:
+        g_ign = _ignore_flags(gts, (lo, hi))
+        if g_ign not in matched:
+            matched[g_ign] = greedy_match(gts, dts, ious, g_ign, iou_thrs)
+        gt_ig, dtm, dt_ig = matched[g_ign]
+        out_of_rng = (d_area < lo) | (d_area > hi)
+        dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, out_of_rng[None, :]))
+        out.append({"dt_matches": dtm, "dt_ignore": dt_ig, "gt_ignore": gt_ig, "dt_scores": scores})
+    return out
 
 
 def _precision_recall(dtm: np.ndarray, dt_ig: np.ndarray, npig: int, rec_thrs: np.ndarray):
@@ -351,8 +355,7 @@ class YTVISEval:
         keys = sorted(set(self._gts) | set(self._dts))
         for key in progress(keys, total=len(keys), desc="evaluate"):
             gts, dts = self._gts.get(key, []), self._dts.get(key, [])
-            ious, cache = track_iou_table(dts, gts), {}
-            self._matches[key] = [match_pair(gts, dts, ious, rng, p.iou_thrs, cache) for rng in p.area_rngs]
+            self._matches[key] = match_pair(gts, dts, track_iou_table(dts, gts), p.area_rngs, p.iou_thrs)
         return self
 
     def videos_with(self, cat_ids) -> list:
