@@ -1,11 +1,13 @@
-"""Compressed RLE strings read many at once (hvpl/data/rle_runs.py) against pycocotools and a per-string decode."""
+"""Compressed RLE strings read many at once (hvpl/data/rle_runs.py) against pycocotools and the per-string
+decoder of hvpl/data/masks.py."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from hvpl.data.rle_runs import CORRUPT, TOO_LARGE, check_compressed_rles, run_lengths, stored_runs
+from hvpl.data.masks import compressed_run_lengths
+from hvpl.data.rle_runs import CORRUPT, TOO_LARGE, check_compressed_rles, stored_runs
 
 
 def _encode(mask: np.ndarray) -> str:
@@ -41,7 +43,8 @@ def test_batch_areas_equal_pycocotools(seed):
     stored, first, count, bad = stored_runs(strings)
     for i, s in enumerate(strings):   # the batch's values of each string are that string's alone
         assert stored_runs([s])[0].tolist() == stored[first[i]:first[i] + count[i]].tolist()
-        assert int(run_lengths(s).sum()) == masks[i].size
+        runs = compressed_run_lengths(s)   # the per-string decoder (data loading): the same numbers
+        assert int(runs.sum()) == masks[i].size and int(runs[1::2].sum()) == areas[i]
 
 
 def test_large_mask_values():

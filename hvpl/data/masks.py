@@ -11,13 +11,14 @@ Decoded masks are ``numpy.ndarray`` of dtype bool, shape ``(H, W)``.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_util
 
 from hvpl.data.rle_runs import check_compressed_rles
-from hvpl.data.rle_runs import run_lengths as compressed_run_lengths  # noqa: F401 (part of this module's API)
 from hvpl.utils.errors import HVPLError
 
 
@@ -28,14 +29,53 @@ def _rle_size(seg: dict, where: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+# pycocotools' compressed RLE writes every run length as 5-bit groups with a continuation bit, each stored as
+# the character 48 + group: only '0' (48) .. 'o' (111) occur.
+_NOT_COMPRESSED_RLE = re.compile(r"[^\x30-\x6f]")
+
+
+_GROUP_BITS, _MORE, _SIGN = 5, 0x20, 0x10
+_MAX_GROUPS = 12   # a run length of up to 60 bits: more is no mask
+
+
+def compressed_run_lengths(counts: str) -> np.ndarray | None:
+    """The run lengths a compressed RLE string encodes (pycocotools' rleFrString, vectorised), or None when the
+    string ends inside a run length or one is too long."""
+    if not counts:
+        return np.zeros(0, dtype=np.int64)
+    groups = np.frombuffer(counts.encode("ascii"), dtype=np.uint8).astype(np.int64) - 48
+    ends = np.flatnonzero((groups & _MORE) == 0)
+    if ends.size == 0 or ends[-1] != groups.size - 1:
+        return None
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_GROUPS:
+        return None
+    position = np.arange(groups.size) - np.repeat(starts, lengths)
+    runs = np.add.reduceat((groups & 0x1F) << (_GROUP_BITS * position), starts)
+    runs -= np.where(groups[ends] & _SIGN, np.int64(1) << (_GROUP_BITS * lengths), 0)   # sign extension
+    runs[2::2] = np.cumsum(runs[2::2])   # run m > 2 is stored as run m minus run m - 2: running sums over
+    runs[1::2] = np.cumsum(runs[1::2])   # each parity (runs 0, 1 and 2 are stored as they are)
+    return runs
+
+
 def check_rle_counts(counts: Any, height: int, width: int, where: str) -> None:
     """Check of an RLE's ``counts`` before pycocotools sees it (run lengths that do not cover the mask make its
     merge loop forever or its decode write past the mask): a compressed string of pycocotools' alphabet, or a
     list of integers, of non-negative run lengths summing to ``height * width``."""
     if isinstance(counts, str):
-        problem = check_compressed_rles([counts], [height], [width])[1][0]
-        if problem:
-            raise HVPLError(f"{where}: {problem}")
+        bad = _NOT_COMPRESSED_RLE.search(counts)
+        if bad:
+            raise HVPLError(f"{where}: RLE 'counts' is not a compressed RLE string (character {bad.group()!r} at "
+                            f"{bad.start()})")
+        runs = compressed_run_lengths(counts)
+        if runs is None:
+            raise HVPLError(f"{where}: RLE 'counts' is a truncated or corrupt compressed RLE string")
+        if runs.size and runs.min() < 0:
+            raise HVPLError(f"{where}: RLE 'counts' decodes to a negative run length")
+        if int(runs.sum()) != height * width:
+            raise HVPLError(f"{where}: RLE 'counts' cover {int(runs.sum())} pixels, the mask has "
+                            f"{height}x{width} (a mask encoded at another size?)")
         return
     if isinstance(counts, list):
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
@@ -138,3 +178,55 @@ def encode_track(masks: np.ndarray) -> tuple[list, list, list]:
             areas.append(float(area))
             boxes.append(mask_bbox(mask))
     return segs, areas, boxes
+
+
+@dataclass
+class FrameAreas:
+    """Areas of every frame of a list of GT annotations or results, in order (entry 0's T0 frames, entry 1's...).
+
+    ``areas`` (F,) int64 (0 where absent); ``offsets`` (E + 1,): entry i's frames are
+    ``areas[offsets[i]:offsets[i + 1]]``; ``converted``: the RLEs (or None) of the frames that were not compressed RLE strings (polygons, uncompressed RLE), as {entry: {frame: RLE}}; ``problems``: (entry, frame, why) of compressed
+    strings that are no RLE of their mask (see :func:`hvpl.data.rle_runs.check_compressed_rles`).
+    """
+
+    areas: np.ndarray
+    offsets: np.ndarray
+    converted: dict
+    problems: list
+
+    def of(self, i: int) -> np.ndarray:
+        return self.areas[self.offsets[i]:self.offsets[i + 1]]
+
+
+def frame_areas(entries: list, videos: dict, other) -> FrameAreas:
+    """Areas of all frames of ``entries`` (dicts with ``video_id`` and ``segmentations``), the compressed RLE
+    strings of each video's size measured all at once from their run lengths (no mask decoded).
+
+    ``other(segm, height, width, entry, frame) -> (RLE or None, area)`` handles every other non-null frame
+    (polygons, uncompressed RLE, a wrong size: it should check the frame first). Compressed strings that are no
+    RLE of their mask are listed in ``problems``, not raised.
+    """
+    strings, heights, widths, slots = [], [], [], []
+    converted: dict = {}
+    lengths = [len(e["segmentations"]) for e in entries]
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+    areas = np.zeros(int(offsets[-1]), dtype=np.int64)
+    for i, e in enumerate(entries):
+        v = videos[e["video_id"]]
+        h, w = v["height"], v["width"]
+        size, base, before = [h, w], int(offsets[i]), len(strings)
+        for t, segm in enumerate(e["segmentations"]):
+            if segm is None:
+                continue
+            if type(segm) is dict and type(segm.get("counts")) is str and segm.get("size") == size:
+                strings.append(segm["counts"])
+                slots.append(base + t)
+            else:
+                converted.setdefault(i, {})[t], areas[base + t] = other(segm, h, w, i, t)
+        heights += [h] * (len(strings) - before)
+        widths += [w] * (len(strings) - before)
+    measured, problems = check_compressed_rles(strings, heights, widths)
+    areas[slots] = measured
+    entry_of = np.searchsorted(offsets, slots, side="right") - 1 if strings else []
+    found = [(int(entry_of[k]), slots[k] - int(offsets[entry_of[k]]), why) for k, why in enumerate(problems) if why]
+    return FrameAreas(areas, offsets, converted, found)

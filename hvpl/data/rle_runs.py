@@ -103,17 +103,6 @@ def stored_runs(strings: list, max_run=None):
     return stored, first, count, bad
 
 
-def run_lengths(counts: str) -> np.ndarray | None:
-    """The run lengths one compressed RLE string encodes, or None when it is no compressed RLE string."""
-    stored, _, _, bad = stored_runs([counts])
-    if bad[0]:
-        return None
-    runs = stored.copy()
-    runs[2::2] = np.cumsum(runs[2::2])   # run m > 2 = stored m + run m - 2: running sums over each parity
-    runs[1::2] = np.cumsum(runs[1::2])   # (runs 0, 1 and 2 are stored as they are)
-    return runs
-
-
 def _chain_segments(first: np.ndarray, count: np.ndarray):
     """Where the runs of each string sit in ``stored[0::2]`` and ``stored[1::2]``.
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hvpl.data.masks import check_polygons, check_rle_counts
+from hvpl.data.masks import FrameAreas, check_polygons, check_rle_counts, frame_areas
 from hvpl.data.ytvis import is_id
-from hvpl.evaluation.ytvis_eval import FrameAreas, YTVISEval, frame_areas, to_rle_and_area
+from hvpl.evaluation.ytvis_eval import YTVISEval, to_rle_and_area
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from hvpl.data.rle_runs import check_compressed_rles
+from hvpl.data.masks import FrameAreas, frame_areas
 
 from hvpl.utils.logging import progress
 
@@ -70,57 +70,6 @@ def to_rle_and_area(segm, height: int, width: int, entry: int = 0, frame: int = 
     return rle, (0 if rle is None else int(mask_utils.area(rle)))
 
 
-@dataclass
-class FrameAreas:
-    """Areas of every frame of a list of GT annotations or results, in order (entry 0's T0 frames, entry 1's...).
-
-    ``areas`` (F,) int64 (0 where absent); ``offsets`` (E + 1,): entry i's frames are
-    ``areas[offsets[i]:offsets[i + 1]]``; ``converted``: the RLEs (or None) of the frames that were not compressed RLE strings (polygons, uncompressed RLE), as {entry: {frame: RLE}}; ``problems``: (entry, frame, why) of compressed
-    strings that are no RLE of their mask (see :func:`hvpl.data.masks.check_compressed_rles`).
-    """
-
-    areas: np.ndarray
-    offsets: np.ndarray
-    converted: dict
-    problems: list
-
-    def of(self, i: int) -> np.ndarray:
-        return self.areas[self.offsets[i]:self.offsets[i + 1]]
-
-
-def frame_areas(entries: list, videos: dict, other=to_rle_and_area) -> FrameAreas:
-    """Areas of all frames of ``entries`` (dicts with ``video_id`` and ``segmentations``), the compressed RLE
-    strings of each video's size measured all at once from their run lengths (no mask decoded).
-
-    ``other(segm, height, width, entry, frame) -> (RLE or None, area)`` handles every other non-null frame
-    (the evaluator's input validation passes one that checks the frame first).
-    """
-    strings, heights, widths, slots = [], [], [], []
-    converted: dict = {}
-    lengths = [len(e["segmentations"]) for e in entries]
-    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
-    areas = np.zeros(int(offsets[-1]), dtype=np.int64)
-    for i, e in enumerate(entries):
-        v = videos[e["video_id"]]
-        h, w = v["height"], v["width"]
-        size, base, before = [h, w], int(offsets[i]), len(strings)
-        for t, segm in enumerate(e["segmentations"]):
-            if segm is None:
-                continue
-            if type(segm) is dict and type(segm.get("counts")) is str and segm.get("size") == size:
-                strings.append(segm["counts"])
-                slots.append(base + t)
-            else:
-                converted.setdefault(i, {})[t], areas[base + t] = other(segm, h, w, i, t)
-        heights += [h] * (len(strings) - before)
-        widths += [w] * (len(strings) - before)
-    measured, problems = check_compressed_rles(strings, heights, widths)
-    areas[slots] = measured
-    entry_of = np.searchsorted(offsets, slots, side="right") - 1 if strings else []
-    found = [(int(entry_of[k]), slots[k] - int(offsets[entry_of[k]]), why) for k, why in enumerate(problems) if why]
-    return FrameAreas(areas, offsets, converted, found)
-
-
 def mean_area(areas) -> float:
     """Mean of the truthy per-frame areas (0 / None skipped), 0 when there is none (reference ``avg_area``)."""
     kept = [a for a in areas if a]
@@ -145,8 +94,8 @@ def build_tracks(gt: dict, results: list, max_det: int, gt_areas: FrameAreas | N
     ``res_areas``: :func:`frame_areas` of the two lists when already computed.
     """
     videos = {v["id"]: v for v in gt["videos"]}
-    gt_areas = gt_areas or frame_areas(gt["annotations"], videos)
-    res_areas = res_areas or frame_areas(results, videos)
+    gt_areas = gt_areas or frame_areas(gt["annotations"], videos, to_rle_and_area)
+    res_areas = res_areas or frame_areas(results, videos, to_rle_and_area)
     gts: dict = {}
     for i, ann in enumerate(gt["annotations"]):
         areas = gt_areas.of(i)
