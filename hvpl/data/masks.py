@@ -185,8 +185,10 @@ class FrameAreas:
     """Areas of every frame of a list of GT annotations or results, in order (entry 0's T0 frames, entry 1's...).
 
     ``areas`` (F,) int64 (0 where absent); ``offsets`` (E + 1,): entry i's frames are
-    ``areas[offsets[i]:offsets[i + 1]]``; ``converted``: the RLEs (or None) of the frames that were not compressed RLE strings (polygons, uncompressed RLE), as {entry: {frame: RLE}}; ``problems``: (entry, frame, why) of compressed
-    strings that are no RLE of their mask (see :func:`hvpl.data.rle_runs.check_compressed_rles`).
+    ``areas[offsets[i]:offsets[i + 1]]``; ``converted``: {entry: {frame: RLE or None}} for the frames that were
+    not compressed RLE strings of the video's size (what ``other`` of :func:`frame_areas` made of them);
+    ``problems``: (entry, frame, why) of the compressed strings that are no RLE of their mask (see
+    :func:`hvpl.data.rle_runs.check_compressed_rles`).
     """
 
     areas: np.ndarray
