@@ -11,7 +11,7 @@ PIP_EXTRA  ?=
 # The oldest numpy pyproject.toml allows, in a second environment: the evaluator must equal the reference there too.
 NUMPY_MIN   ?= 1.24.4
 NPMIN_VENV  ?= .venv-npmin
-NPMIN_TESTS ?= tests/test_ytvis_eval.py tests/test_evaluate.py tests/test_masks.py tests/test_rle_runs.py
+NPMIN_TESTS ?= tests/test_ytvis_eval.py tests/test_evaluate.py tests/test_masks.py tests/test_rle_runs.py tests/test_ytvis.py
 
 .PHONY: install test test-numpy-min test-slow test-slurm run smoke bench gpu-check lint clean
 
