@@ -8,8 +8,12 @@ CORES  ?= all
 #   make install TORCH_SPEC="torch==2.13.0" PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= $(shell if command -v nvidia-smi >/dev/null 2>&1; then echo "torch>=2.4"; else echo "torch==2.13.0"; fi)
 PIP_EXTRA  ?=
+# The oldest numpy pyproject.toml allows, in a second environment: the evaluator must equal the reference there too.
+NUMPY_MIN   ?= 1.24.4
+NPMIN_VENV  ?= .venv-npmin
+NPMIN_TESTS ?= tests/test_ytvis_eval.py tests/test_evaluate.py tests/test_masks.py tests/test_rle_runs.py tests/test_ytvis.py
 
-.PHONY: install test test-slow test-slurm run smoke bench gpu-check lint clean
+.PHONY: install test test-numpy-min test-slow test-slurm run smoke bench gpu-check lint clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +26,18 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The evaluator's tests under numpy $(NUMPY_MIN) (numpy 1 keeps float32 where numpy 2 promotes to float64)
+test-numpy-min: $(NPMIN_VENV)/.installed
+	$(NPMIN_VENV)/bin/python -m pytest -q $(NPMIN_TESTS)
+
+$(NPMIN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(NPMIN_VENV)
+	$(NPMIN_VENV)/bin/pip install -q --upgrade pip
+	$(NPMIN_VENV)/bin/pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(NPMIN_VENV)/bin/pip install -q -e ".[test]" "numpy==$(NUMPY_MIN)"
+	$(NPMIN_VENV)/bin/python -c "import numpy; assert numpy.__version__ == '$(NUMPY_MIN)', numpy.__version__"
+	touch $@
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

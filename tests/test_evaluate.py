@@ -46,7 +46,7 @@ def write(tmp_path, name, obj):
     return p
 
 
-@pytest.mark.parametrize("case", ["v1", "v2", "v3"])
+@pytest.mark.parametrize("case", ["v1", "v2", "v3", "v4"])
 def test_reference_files(tmp_path, case):
     out = tmp_path / "metrics.json"
     metrics = evaluate_files(REF / case / "gt.json", REF / case / "dt.json", out)

@@ -52,6 +52,11 @@ def test_load_valid(tmp_path):
     (lambda d: d["videos"][0].update(id=[1]), r"videos\[0\]: id \[1\] must be an integer or a string"),
     (lambda d: d["annotations"][1].update(video_id=[2]), r"annotations\[1\] \(id 2\): video_id \[2\] must be"),
     (lambda d: d["categories"][0].update(id=1.5), r"categories\[0\]: id 1.5 must be an integer or a string"),
+    # compressed strings are checked all at once: the bad one is still named, after good ones of other entries
+    (lambda d: d["annotations"][2]["segmentations"].__setitem__(1, {"size": [4, 5], "counts": "05"}),
+     r"annotations\[2\] \(id 3\) frame 1: RLE 'counts' cover 5 pixels, the mask has 4x5"),
+    (lambda d: d["annotations"][2]["segmentations"].__setitem__(1, {"size": [4, 5], "counts": "4\n"}),
+     r"annotations\[2\] \(id 3\) frame 1: RLE 'counts' is not a compressed RLE string"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
     data = make_vis()

@@ -12,11 +12,13 @@ Decoded masks are ``numpy.ndarray`` of dtype bool, shape ``(H, W)``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_util
 
+from hvpl.data.rle_runs import check_compressed_rles
 from hvpl.utils.errors import HVPLError
 
 
@@ -176,3 +178,57 @@ def encode_track(masks: np.ndarray) -> tuple[list, list, list]:
             areas.append(float(area))
             boxes.append(mask_bbox(mask))
     return segs, areas, boxes
+
+
+@dataclass
+class FrameAreas:
+    """Areas of every frame of a list of GT annotations or results, in order (entry 0's T0 frames, entry 1's...).
+
+    ``areas`` (F,) int64 (0 where absent); ``offsets`` (E + 1,): entry i's frames are
+    ``areas[offsets[i]:offsets[i + 1]]``; ``converted``: {entry: {frame: RLE or None}} for the frames that were
+    not compressed RLE strings of the video's size (what ``other`` of :func:`frame_areas` made of them);
+    ``problems``: (entry, frame, why) of the compressed strings that are no RLE of their mask (see
+    :func:`hvpl.data.rle_runs.check_compressed_rles`).
+    """
+
+    areas: np.ndarray
+    offsets: np.ndarray
+    converted: dict
+    problems: list
+
+    def of(self, i: int) -> np.ndarray:
+        return self.areas[self.offsets[i]:self.offsets[i + 1]]
+
+
+def frame_areas(entries: list, videos: dict, other) -> FrameAreas:
+    """Areas of all frames of ``entries`` (dicts with ``video_id`` and ``segmentations``), the compressed RLE
+    strings of each video's size measured all at once from their run lengths (no mask decoded).
+
+    ``other(segm, height, width, entry, frame) -> (RLE or None, area)`` handles every other non-null frame
+    (polygons, uncompressed RLE, a wrong size: it should check the frame first). Compressed strings that are no
+    RLE of their mask are listed in ``problems``, not raised.
+    """
+    strings, heights, widths, slots = [], [], [], []
+    converted: dict = {}
+    lengths = [len(e["segmentations"]) for e in entries]
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
+    areas = np.zeros(int(offsets[-1]), dtype=np.int64)
+    for i, e in enumerate(entries):
+        v = videos[e["video_id"]]
+        h, w = v["height"], v["width"]
+        size, base, before = [h, w], int(offsets[i]), len(strings)
+        for t, segm in enumerate(e["segmentations"]):
+            if segm is None:
+                continue
+            if type(segm) is dict and type(segm.get("counts")) is str and segm.get("size") == size:
+                strings.append(segm["counts"])
+                slots.append(base + t)
+            else:
+                converted.setdefault(i, {})[t], areas[base + t] = other(segm, h, w, i, t)
+        heights += [h] * (len(strings) - before)
+        widths += [w] * (len(strings) - before)
+    measured, problems = check_compressed_rles(strings, heights, widths)
+    areas[slots] = measured
+    entry_of = np.searchsorted(offsets, slots, side="right") - 1 if strings else []
+    found = [(int(entry_of[k]), slots[k] - int(offsets[entry_of[k]]), why) for k, why in enumerate(problems) if why]
+    return FrameAreas(areas, offsets, converted, found)

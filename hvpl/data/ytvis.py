@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hvpl.data.masks import check_segmentation
+from hvpl.data.masks import check_segmentation, frame_areas
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import read_json
 
@@ -153,9 +153,24 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
         if len(a["segmentations"]) != len(video["file_names"]):
             raise HVPLError(f"{where}: {len(a['segmentations'])} segmentations for a video of "
                             f"{len(video['file_names'])} frames")
-        if deep:
-            for t, seg in enumerate(a["segmentations"]):
-                check_segmentation(seg, video["height"], video["width"], f"{where} frame {t}")
+    if deep:
+        _check_frames(data["annotations"], videos, path)
+
+
+def _check_frames(annotations: list, videos: dict, path) -> None:
+    """Every frame's segmentation (see :func:`check_segmentation`); the compressed RLE strings of the video's
+    size all at once (:func:`frame_areas`: one vectorised pass instead of a few numpy calls per mask)."""
+    def where(i: int, t: int) -> str:
+        return f"{path}: annotations[{i}] (id {annotations[i].get('id')}) frame {t}"
+
+    def other(seg, height, width, i, t):
+        check_segmentation(seg, height, width, where(i, t))
+        return None, 0
+
+    problems = frame_areas(annotations, videos, other).problems
+    if problems:
+        i, t, why = problems[0]
+        raise HVPLError(f"{where(i, t)}: {why}")
 
 
 def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> Path:

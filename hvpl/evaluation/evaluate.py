@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hvpl.data.masks import check_polygons, check_rle_counts
+from hvpl.data.masks import FrameAreas, check_polygons, check_rle_counts, frame_areas
 from hvpl.data.ytvis import is_id
-from hvpl.evaluation.ytvis_eval import YTVISEval
+from hvpl.evaluation.ytvis_eval import YTVISEval, to_rle_and_area
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 from hvpl.utils.logging import log
@@ -29,7 +29,8 @@ def _require(cond: bool, path, entry: str, msg: str) -> None:
 
 
 def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool) -> None:
-    """One frame's segmentation: None, an RLE whose size is the video's (H, W), or (GT only) a polygon list."""
+    """One frame's segmentation: None, an RLE whose size is the video's (H, W), or (GT only) a polygon list.
+    Compressed RLE strings of the right size are checked by :func:`_check_frames`, all at once."""
     if seg is None:
         return
     if isinstance(seg, list):
@@ -46,6 +47,21 @@ def _check_segmentation(seg, video: dict, path, entry: str, allow_polygon: bool)
     check_rle_counts(seg["counts"], video["height"], video["width"], f"{path}: {entry}")
 
 
+def _check_frames(entries: list, videos: dict, path, name: str, allow_polygon: bool) -> FrameAreas:
+    """Every frame of ``entries`` checked (see :func:`_check_segmentation`) and measured; ``name`` formats an
+    entry's index for messages."""
+    def other(seg, height, width, i, t):
+        _check_segmentation(seg, videos[entries[i]["video_id"]], path, f"{name.format(i)} frame {t}",
+                            allow_polygon)
+        return to_rle_and_area(seg, height, width)
+
+    areas = frame_areas(entries, videos, other)
+    if areas.problems:
+        i, t, why = areas.problems[0]
+        raise HVPLError(f"{path}: {name.format(i)} frame {t}: {why}")
+    return areas
+
+
 def _check_areas(ann: dict, length: int, path, entry: str) -> None:
     """Optional per-frame ``areas`` (they set the track's area range): one non-negative number or null per frame."""
     areas = ann.get("areas")
@@ -57,8 +73,9 @@ def _check_areas(ann: dict, length: int, path, entry: str) -> None:
              path, entry, "'areas' entries must be non-negative numbers or null")
 
 
-def validate_gt(gt, path) -> dict:
-    """Minimal YouTube-VIS GT checks; fills a missing video ``length`` from ``file_names``. Returns ``gt``."""
+def validate_gt(gt, path) -> tuple[dict, FrameAreas]:
+    """Minimal YouTube-VIS GT checks; fills a missing video ``length`` from ``file_names``. Returns ``gt`` and
+    the areas of its masks."""
     _require(isinstance(gt, dict), path, "top level", "must be a JSON object")
     for key in ("videos", "annotations", "categories"):
         _require(isinstance(gt.get(key), list), path, "top level", f"missing list '{key}'")
@@ -89,14 +106,13 @@ def validate_gt(gt, path) -> dict:
         segs = ann["segmentations"]
         _require(isinstance(segs, list) and len(segs) == video["length"], path, entry,
                  f"'segmentations' must list one entry per frame ({video['length']} for video {video['id']})")
-        for t, seg in enumerate(segs):
-            _check_segmentation(seg, video, path, f"{entry} frame {t}", allow_polygon=True)
         _check_areas(ann, video["length"], path, entry)
-    return gt
+    return gt, _check_frames(gt["annotations"], videos, path, "annotations[{}]", allow_polygon=True)
 
 
-def validate_results(results, path, gt: dict, gt_path) -> list:
-    """Check every result entry against the GT: known video and category, one segmentation per frame."""
+def validate_results(results, path, gt: dict, gt_path) -> tuple[list, FrameAreas]:
+    """Check every result entry against the GT: known video and category, one segmentation per frame.
+    Returns ``results`` and the areas of their masks."""
     _require(isinstance(results, list), path, "top level", "must be a JSON list of result objects")
     videos = {v["id"]: v for v in gt["videos"]}
     cats = {c["id"] for c in gt["categories"]}
@@ -119,9 +135,7 @@ def validate_results(results, path, gt: dict, gt_path) -> list:
         _require(isinstance(segs, list) and len(segs) == video["length"], path, entry,
                  f"'segmentations' has {len(segs) if isinstance(segs, list) else 'no'} entries, "
                  f"video {video['id']} has {video['length']} frames")
-        for t, seg in enumerate(segs):
-            _check_segmentation(seg, video, path, f"{entry} frame {t}", allow_polygon=False)
-    return results
+    return results, _check_frames(results, videos, path, "entry {}", allow_polygon=False)
 
 
 def load_classes(classes_path, step: int) -> list:
@@ -151,8 +165,8 @@ def evaluate_files(gt_path, results_path, out_path, classes_path=None, step=None
     """Score ``results_path`` against ``gt_path``; write and return the metrics dict (see module docstring)."""
     if (classes_path is None) != (step is None):
         raise HVPLError("evaluate: --classes and --step must be given together")
-    gt = validate_gt(read_json(gt_path), gt_path)
-    results = validate_results(read_json(results_path), results_path, gt, gt_path)
+    gt, gt_areas = validate_gt(read_json(gt_path), gt_path)
+    results, res_areas = validate_results(read_json(results_path), results_path, gt, gt_path)
     steps = load_classes(classes_path, step) if classes_path is not None else None
     if steps is not None:
         seen = sorted(c for task in steps[:step + 1] for c in task)
@@ -161,7 +175,7 @@ def evaluate_files(gt_path, results_path, out_path, classes_path=None, step=None
                  f"{gt_ids} are not the classes seen at step {step} of {classes_path} ({seen}); "
                  f"is it test_step{step}.json?")
     log(f"evaluate: {len(results)} detections on {len(gt['videos'])} videos ({Path(gt_path).name})")
-    ev = YTVISEval(gt, results).evaluate()
+    ev = YTVISEval(gt, results, areas=(gt_areas, res_areas)).evaluate()
     metrics = {"stats": ev.stats(),
                "per_class": {str(c): v for c, v in ev.per_class().items()}}
     if steps is not None:

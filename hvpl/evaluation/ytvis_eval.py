@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from hvpl.data.masks import FrameAreas, frame_areas
+
 from hvpl.utils.logging import progress
 
 STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -40,17 +42,18 @@ class EvalParams:
 
 @dataclass
 class Track:
-    """One GT annotation or detection: per-frame RLEs (None where absent) and its mean area."""
+    """One GT annotation or detection: per-frame RLEs (None where absent), per-frame areas, mean area."""
 
     id: int
-    frames: list            # length = video length; dict RLE or None
+    frames: list            # length T = video length; pycocotools RLE dict or None
+    areas: np.ndarray       # (T,) int64 mask areas, 0 where absent
     avg_area: float
     score: float = 1.0
     iscrowd: int = 0
 
 
 def to_rle(segm, height: int, width: int):
-    """Decode one frame's segmentation (polygon list, uncompressed or compressed RLE, None) to a compressed RLE.
+    """One frame's segmentation (polygon list, uncompressed or compressed RLE, None) as a pycocotools RLE.
     An empty polygon list counts as a missing frame, as in the reference (``if a:``)."""
     if segm is None or (isinstance(segm, list) and not segm):
         return None
@@ -58,8 +61,13 @@ def to_rle(segm, height: int, width: int):
         return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
     if isinstance(segm.get("counts"), list):
         return mask_utils.frPyObjects(segm, height, width)
-    counts = segm["counts"]
-    return {"size": list(segm["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return segm
+
+
+def to_rle_and_area(segm, height: int, width: int, entry: int = 0, frame: int = 0) -> tuple:
+    """(RLE or None, area) of a frame that is not a compressed RLE string of the video's size."""
+    rle = to_rle(segm, height, width)
+    return rle, (0 if rle is None else int(mask_utils.area(rle)))
 
 
 def mean_area(areas) -> float:
@@ -68,30 +76,37 @@ def mean_area(areas) -> float:
     return float(np.array(kept).mean()) if kept else 0
 
 
-def build_tracks(gt: dict, results: list, max_det: int):
+def _frames(entry: dict, i: int, fa: FrameAreas) -> list:
+    frames = list(entry["segmentations"])
+    for t, rle in fa.converted.get(i, {}).items():
+        frames[t] = rle
+    return frames
+
+
+def build_tracks(gt: dict, results: list, max_det: int, gt_areas: FrameAreas | None = None,
+                 res_areas: FrameAreas | None = None):
     """Group GT annotations and detections by (video_id, category_id).
 
     Returns ``(gts, dts)``: dicts (video_id, category_id) -> list[Track]. GT keeps file order; detections are
     ordered by descending score with a stable sort and truncated to ``max_det``; detection ids are their
     1-based position in ``results`` (as ``loadRes`` assigns them). GT ``avg_area`` comes from the ``areas``
-    field (computed from the masks when it is absent), detection ``avg_area`` from the masks.
+    field (computed from the masks when it is absent), detection ``avg_area`` from the masks. ``gt_areas`` /
+    ``res_areas``: :func:`frame_areas` of the two lists when already computed.
     """
     videos = {v["id"]: v for v in gt["videos"]}
+    gt_areas = gt_areas or frame_areas(gt["annotations"], videos, to_rle_and_area)
+    res_areas = res_areas or frame_areas(results, videos, to_rle_and_area)
     gts: dict = {}
-    for ann in gt["annotations"]:
-        v = videos[ann["video_id"]]
-        frames = [to_rle(s, v["height"], v["width"]) for s in ann["segmentations"]]
-        areas = ann.get("areas")
-        if areas is None:
-            areas = [int(mask_utils.area(f)) if f is not None else None for f in frames]
-        track = Track(ann["id"], frames, mean_area(areas), iscrowd=int(bool(ann.get("iscrowd", 0))))
+    for i, ann in enumerate(gt["annotations"]):
+        areas = gt_areas.of(i)
+        given = ann.get("areas")
+        avg = mean_area(given) if given is not None else _mean_positive(areas)
+        track = Track(ann["id"], _frames(ann, i, gt_areas), areas, avg, iscrowd=int(bool(ann.get("iscrowd", 0))))
         gts.setdefault((ann["video_id"], ann["category_id"]), []).append(track)
     dts: dict = {}
-    for idx, res in enumerate(results):
-        v = videos[res["video_id"]]
-        frames = [to_rle(s, v["height"], v["width"]) for s in res["segmentations"]]
-        areas = [int(mask_utils.area(f)) if f is not None else None for f in frames]
-        track = Track(idx + 1, frames, mean_area(areas), score=float(res["score"]))
+    for i, res in enumerate(results):
+        areas = res_areas.of(i)
+        track = Track(i + 1, _frames(res, i, res_areas), areas, _mean_positive(areas), score=float(res["score"]))
         dts.setdefault((res["video_id"], res["category_id"]), []).append(track)
     for key, tracks in dts.items():
         order = np.argsort([-t.score for t in tracks], kind="mergesort")
@@ -99,37 +114,41 @@ def build_tracks(gt: dict, results: list, max_det: int):
     return gts, dts
 
 
+def _mean_positive(areas: np.ndarray) -> float:
+    """:func:`mean_area` of integer areas (T,): exact integer sums, so the same value as the reference's."""
+    kept = areas[areas > 0]
+    return float(kept.mean()) if kept.size else 0
+
+
 def track_iou_table(dts: list, gts: list) -> np.ndarray:
-    """(D, G) video IoU: summed per-frame intersections over summed per-frame unions (frames with no mask skipped)."""
-    ious = np.zeros((len(dts), len(gts)))
-    d_areas = [[int(mask_utils.area(f)) if f is not None else 0 for f in d.frames] for d in dts]
-    g_areas = [[int(mask_utils.area(f)) if f is not None else 0 for f in g.frames] for g in gts]
+    """(D, G) video IoU: summed per-frame intersections over summed per-frame unions (frames with no mask skipped).
+
+    The union of a pair is the sum of both tracks' areas minus the intersections; pycocotools measures only
+    the intersections of frames where both tracks have a mask. Sums of integer pixel counts are exact, so the
+    result is the reference's (which adds merged-mask areas frame by frame) to the last bit.
+    """
+    inter = np.zeros((len(dts), len(gts)), dtype=np.int64)
+    if not dts or not gts:
+        return inter.astype(np.float64)
     for i, d in enumerate(dts):
         for j, g in enumerate(gts):
-            inter = union = 0.0
-            for t, (df, gf) in enumerate(zip(d.frames, g.frames)):
-                if df is not None and gf is not None:
-                    both = int(mask_utils.area(mask_utils.merge([df, gf], True)))
-                    inter += both
-                    union += d_areas[i][t] + g_areas[j][t] - both
-                elif gf is not None:
-                    union += g_areas[j][t]
-                elif df is not None:
-                    union += d_areas[i][t]
-            ious[i, j] = inter / union if union > 0 else 0.0
-    return ious
+            inter[i, j] = sum(int(mask_utils.area(mask_utils.merge([df, gf], True)))
+                              for df, gf in zip(d.frames, g.frames) if df is not None and gf is not None)
+    union = (np.array([d.areas.sum() for d in dts])[:, None] + np.array([g.areas.sum() for g in gts])[None, :]
+             - inter)
+    return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
-def match_pair(gts: list, dts: list, ious: np.ndarray, area_rng, iou_thrs: np.ndarray):
-    """Greedy COCO matching of one (video, category) for one area range (reference ``evaluateVid``, maxDet = all).
-
-    Returns None when there is neither GT nor detection, else a dict with ``dt_matches`` (T, D) (matched GT id,
-    0 = none), ``dt_ignore`` (T, D) bool, ``gt_ignore`` (G,) and ``dt_scores`` (D,).
-    """
-    if not gts and not dts:
-        return None
+def _ignore_flags(gts: list, area_rng) -> tuple:
     lo, hi = area_rng
-    g_ign = [1 if (g.iscrowd or g.avg_area < lo or g.avg_area > hi) else 0 for g in gts]
+    return tuple(1 if (g.iscrowd or g.avg_area < lo or g.avg_area > hi) else 0 for g in gts)
+
+
+def greedy_match(gts: list, dts: list, ious: np.ndarray, g_ign: tuple, iou_thrs: np.ndarray):
+    """Greedy COCO matching of one (video, category) given the GT ignore flags (reference ``evaluateVid``).
+
+    Returns (gt_ignore (G,) in matching order, dt_matches (T, D) matched GT id or 0, dt_ignore (T, D) float).
+    """
     g_order = np.argsort(g_ign, kind="mergesort")
     gts = [gts[i] for i in g_order]
     gt_ig = np.array([g_ign[i] for i in g_order])
@@ -140,62 +159,101 @@ def match_pair(gts: list, dts: list, ious: np.ndarray, area_rng, iou_thrs: np.nd
     dtm = np.zeros((num_t, num_d))
     dt_ig = np.zeros((num_t, num_d))
     if len(ious) != 0:
+        rows = ious.tolist()
         for ti, thr in enumerate(iou_thrs):
             for di, d in enumerate(dts):
                 best, m = min([thr, 1 - 1e-10]), -1
+                row = rows[di]
                 for gi in range(num_g):
                     if gtm[ti, gi] > 0 and not iscrowd[gi]:
                         continue
                     if m > -1 and gt_ig[m] == 0 and gt_ig[gi] == 1:
                         break
-                    if ious[di, gi] < best:
+                    if row[gi] < best:
                         continue
-                    best, m = ious[di, gi], gi
+                    best, m = row[gi], gi
                 if m == -1:
                     continue
                 dt_ig[ti, di] = gt_ig[m]
                 dtm[ti, di] = gts[m].id
                 gtm[ti, m] = d.id
-    out_of_rng = np.array([d.avg_area < lo or d.avg_area > hi for d in dts]).reshape((1, num_d))
-    dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, np.repeat(out_of_rng, num_t, 0)))
-    return {"dt_matches": dtm, "dt_ignore": dt_ig, "gt_ignore": gt_ig, "dt_scores": [d.score for d in dts]}
+    return gt_ig, dtm, dt_ig
 
 
-def accumulate_one(evals: list, max_det: int, rec_thrs: np.ndarray):
-    """Precision (T, R) and recall (T,) of one (category, area range, maxDet) from its per-video matches.
+def match_pair(gts: list, dts: list, ious: np.ndarray, area_rngs, iou_thrs: np.ndarray) -> list:
+    """Greedy COCO matching of one (video, category) for each area range (reference ``evaluateVid``, maxDet = all).
 
-    ``evals`` are the non-None :func:`match_pair` results in ascending video-id order. Returns None when there
-    is no non-ignored GT (the reference leaves -1 there).
+    Returns per area range None when there is neither GT nor detection, else a dict with ``dt_matches`` (T, D)
+    (matched GT id, 0 = none), ``dt_ignore`` (T, D) bool, ``gt_ignore`` (G,) and ``dt_scores`` (D,). The matching
+    depends on the range only through the GT ignore flags: ranges with the same flags share one.
     """
-    scores = np.concatenate([e["dt_scores"][0:max_det] for e in evals])
-    inds = np.argsort(-scores, kind="mergesort")
-    dtm = np.concatenate([e["dt_matches"][:, 0:max_det] for e in evals], axis=1)[:, inds]
-    dt_ig = np.concatenate([e["dt_ignore"][:, 0:max_det] for e in evals], axis=1)[:, inds]
+    if not gts and not dts:
+        return [None] * len(area_rngs)
+    matched: dict = {}
+    d_area = np.array([d.avg_area for d in dts])
+    scores = [d.score for d in dts]
+    out = []
+    for lo, hi in area_rngs:
+        g_ign = _ignore_flags(gts, (lo, hi))
+        if g_ign not in matched:
+            matched[g_ign] = greedy_match(gts, dts, ious, g_ign, iou_thrs)
+        gt_ig, dtm, dt_ig = matched[g_ign]
+        out_of_rng = (d_area < lo) | (d_area > hi)
+        dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, out_of_rng[None, :]))
+        out.append({"dt_matches": dtm, "dt_ignore": dt_ig, "gt_ignore": gt_ig, "dt_scores": scores})
+    return out
+
+
+def _precision_recall(dtm: np.ndarray, dt_ig: np.ndarray, npig: int, rec_thrs: np.ndarray):
+    """Precision (T, R) and recall (T,) of detections (T, D) already in descending score order.
+
+    Cumulative TP/FP counts are float64 as in the reference (``np.float``: float32 would round the recall
+    under numpy 1 and shift the sampled recall points); the right-to-left running maximum of precision and the
+    left-sided search of the recall thresholds are the reference's loops, vectorised (both exact).
+    """
+    tps = np.logical_and(dtm, np.logical_not(dt_ig))
+    fps = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ig))
+    tp_sum = np.cumsum(tps, axis=1).astype(np.float64)
+    fp_sum = np.cumsum(fps, axis=1).astype(np.float64)
+    num_t, nd = tp_sum.shape
+    precision, recall = np.zeros((num_t, len(rec_thrs))), np.zeros(num_t)
+    if nd == 0:
+        return precision, recall
+    rc = tp_sum / npig
+    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+    pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+    recall[:] = rc[:, -1]
+    for t in range(num_t):
+        pi = np.searchsorted(rc[t], rec_thrs, side="left")
+        found = pi < nd
+        precision[t, found] = pr[t, pi[found]]
+    return precision, recall
+
+
+def accumulate(evals: list, max_dets, rec_thrs: np.ndarray) -> list:
+    """Per max_det: precision (T, R) and recall (T,) of one (category, area range) from its per-video matches.
+
+    ``evals`` are the non-None :func:`match_pair` results in ascending video-id order. Each video contributes
+    its ``max_det`` best detections; all are then ranked by score (stable). An entry is None when there is no
+    non-ignored GT (the reference leaves -1 there).
+    """
     gt_ig = np.concatenate([e["gt_ignore"] for e in evals])
     npig = np.count_nonzero(gt_ig == 0)
     if npig == 0:
-        return None
-    tps = np.logical_and(dtm, np.logical_not(dt_ig))
-    fps = np.logical_and(np.logical_not(dtm), np.logical_not(dt_ig))
-    tp_sum = np.cumsum(tps, axis=1).astype(dtype=np.float32)
-    fp_sum = np.cumsum(fps, axis=1).astype(dtype=np.float32)
-    num_t, num_r = dtm.shape[0], len(rec_thrs)
-    precision, recall = np.zeros((num_t, num_r)), np.zeros(num_t)
-    for t, (tp, fp) in enumerate(zip(tp_sum, fp_sum)):
-        nd = len(tp)
-        rc = tp / npig
-        pr = (tp / (fp + tp + np.spacing(1))).tolist()
-        recall[t] = rc[-1] if nd else 0
-        for i in range(nd - 1, 0, -1):
-            if pr[i] > pr[i - 1]:
-                pr[i - 1] = pr[i]
-        q = [0.0] * num_r
-        for ri, pi in enumerate(np.searchsorted(rc, rec_thrs, side="left")):
-            if pi >= nd:
-                break
-            q[ri] = pr[pi]
-        precision[t] = np.array(q)
-    return precision, recall
+        return [None] * len(max_dets)
+    scores = np.concatenate([e["dt_scores"] for e in evals])
+    rank = np.concatenate([np.arange(len(e["dt_scores"])) for e in evals])   # rank within its video
+    dtm = np.concatenate([e["dt_matches"] for e in evals], axis=1)
+    dt_ig = np.concatenate([e["dt_ignore"] for e in evals], axis=1)
+    out, done = [], {}
+    for max_det in max_dets:
+        kept = int(np.count_nonzero(rank < max_det))
+        if kept not in done:   # the same detections as a smaller max_det: the same numbers
+            sel = np.flatnonzero(rank < max_det)
+            inds = sel[np.argsort(-scores[sel], kind="mergesort")]
+            done[kept] = _precision_recall(dtm[:, inds], dt_ig[:, inds], npig, rec_thrs)
+        out.append(done[kept])
+    return out
 
 
 def _mean_defined(s: np.ndarray) -> float:
@@ -224,17 +282,18 @@ def summarize(precision: np.ndarray, recall: np.ndarray, params: EvalParams) -> 
 class YTVISEval:
     """Evaluate YouTube-VIS results once per (video, category, area range); derive any breakdown from that.
 
-    ``gt``: a validated YouTube-VIS dict; ``results``: a validated list of result dicts (see evaluate.py).
+    ``gt``: a validated YouTube-VIS dict; ``results``: a validated list of result dicts (see evaluate.py);
+    ``areas``: their :func:`frame_areas` (GT, results) when the validation already measured them.
     """
 
-    def __init__(self, gt: dict, results: list, params: EvalParams | None = None):
+    def __init__(self, gt: dict, results: list, params: EvalParams | None = None, areas: tuple | None = None):
         self.params = params or EvalParams()
         self.video_ids = sorted({v["id"] for v in gt["videos"]})
         self.cat_ids = sorted({c["id"] for c in gt["categories"]})
         self._cat_videos: dict = {}
         for ann in gt["annotations"]:
             self._cat_videos.setdefault(ann["category_id"], set()).add(ann["video_id"])
-        self._gts, self._dts = build_tracks(gt, results, max(self.params.max_dets))
+        self._gts, self._dts = build_tracks(gt, results, max(self.params.max_dets), *(areas or ()))
         self._matches: dict = {}
 
     def evaluate(self) -> "YTVISEval":
@@ -245,10 +304,7 @@ class YTVISEval:
         keys = sorted(set(self._gts) | set(self._dts))
         for key in progress(keys, total=len(keys), desc="evaluate"):
             gts, dts = self._gts.get(key, []), self._dts.get(key, [])
-            ious = track_iou_table(dts, gts)
-            if not dts:
-                ious = np.zeros((0, len(gts)))
-            self._matches[key] = [match_pair(gts, dts, ious, rng, p.iou_thrs) for rng in p.area_rngs]
+            self._matches[key] = match_pair(gts, dts, track_iou_table(dts, gts), p.area_rngs, p.iou_thrs)
         return self
 
     def videos_with(self, cat_ids) -> list:
@@ -273,8 +329,7 @@ class YTVISEval:
                 evals = [e for e in evals if e is not None]
                 if not evals:
                     continue
-                for m, max_det in enumerate(p.max_dets):
-                    out = accumulate_one(evals, max_det, p.rec_thrs)
+                for m, out in enumerate(accumulate(evals, p.max_dets, p.rec_thrs)):
                     if out is not None:
                         precision[:, :, k, a, m], recall[:, k, a, m] = out
         return precision, recall
