@@ -7,7 +7,8 @@ For every output level (final + aux) the predictions are Hungarian-matched to th
   a track's points over all its frames forming one BCE mean and one dice), summed over matched pairs and divided
   by the number of GT instances of the call's targets (never averaged over processes: see count_instances).
 All output levels of a part are matched and scored in one batched computation (``_output_losses``).
-The video level adds the similarity loss on the final outputs. Terms are returned already weighted by the
+The video level weights each (clip layer, frame layer) output 1/L (L frame layers fed, as the authors' criterion
+averages them) and adds the similarity loss pooled over the L frame layers. Terms are returned already weighted by the
 config weights, keyed ``{frame,video}_loss_{ce,mask,dice}[_aux{i}]`` and ``video_loss_sim``; the total loss is
 the sum of the values.
 

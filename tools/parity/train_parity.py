@@ -13,6 +13,7 @@ float32-rounded, for ``tests/test_train_parity.py`` (no third-party code at test
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from contextlib import contextmanager
@@ -153,10 +154,21 @@ def write_fixture(res: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--authors", type=Path, required=True)
+    ap.add_argument("--authors", type=Path)
     ap.add_argument("--fixture", type=Path)
     ap.add_argument("--report", type=Path)
+    ap.add_argument("--groups", type=Path, help="train_parity_groups_authors.py's JSON: compare trainable sets "
+                                                "and optimizer groups instead")
     args = ap.parse_args(argv)
+    if args.groups:
+        table = groups_table(json.loads(args.groups.read_text()))
+        diff = groups_differences(table)
+        print(json.dumps(diff, indent=1))
+        if args.fixture:
+            args.fixture.mkdir(parents=True, exist_ok=True)
+            with gzip.open(args.fixture / "authors_groups.json.gz", "wt") as f:
+                f.write(json.dumps(groups_fixture(table)) + "\n")
+        return 0
     res = torch.load(args.authors, weights_only=False)
     report = compare(res, run_ours(res))
     text = json.dumps(report, indent=1)
@@ -166,6 +178,96 @@ def main(argv=None) -> int:
     if args.fixture:
         write_fixture(res, args.fixture)
     return 0
+
+
+
+# ------------------------------------------------------------------------ trainable set and optimizer groups
+SCENARIO = "ytvis2019_20-2"
+
+
+def ours_groups(step: int, method: str = "hvpl") -> dict:
+    """{our parameter name: {"trainable", "lr_mult", "weight_decay"}} of the step-``step`` paper model."""
+    from hvpl.config import classes_per_step, load_run_config
+    from hvpl.continual.growth import set_trainable
+    from hvpl.engine.optim import param_groups
+    from hvpl.model.hvpl import HVPLModel, without_weight_files
+
+    cfg = load_run_config(SCENARIO, method)
+    classes = classes_per_step(cfg["scenario"])[:step + 1]
+    model = HVPLModel(without_weight_files(cfg["model"]), method, cfg["scenario"]["prompts_per_task"], classes)
+    set_trainable(model, method, step)
+    train = cfg["scenario"]["train"]
+    out = {n: {"trainable": bool(p.requires_grad)} for n, p in model.named_parameters()}
+    for g in param_groups(model, train):
+        for n in g["names"]:
+            out[n].update(lr_mult=g["lr"] / float(train["lr"]), weight_decay=g["weight_decay"])
+    return out
+
+
+def authors_to_ours(name: str) -> str | None:
+    """An authors' parameter name -> ours: hvpl's converter, then the reference harness's gap rules (dev time
+    only; ``PARITY_HARNESS`` = ../shared/parity), ``pos[l]`` rows collapsed to the stacked ``pos``."""
+    import os
+    import re
+
+    from hvpl.engine.init_weights import vita_to_hvpl_name
+
+    sys.path.insert(0, os.environ.get("PARITY_HARNESS", str(Path(__file__).resolve().parents[2] / ".." / "shared"
+                                                               / "parity")))
+    import mapping
+
+    gap = mapping.gap_name(name)
+    return re.sub(r"\[\d+\]$", "", gap[0]) if gap else vita_to_hvpl_name(name)
+
+
+def groups_table(authors: dict, steps=(0, 1, 2)) -> dict:
+    """Per step: every authors' parameter with its counterpart's (trainable, lr_mult, weight_decay) on both sides."""
+    table = {}
+    for step in steps:
+        ours = ours_groups(step)
+        rows = []
+        for name, a in authors[str(step)]["params"].items():
+            o_name = authors_to_ours(name)
+            o = ours.get(o_name)
+            rows.append({"authors": name, "ours": o_name if o is not None else None,
+                         "authors_attrs": a, "ours_attrs": o})
+        mapped = {r["ours"] for r in rows}
+        unmatched_ours = [n for n, v in ours.items() if n not in mapped and v["trainable"]]
+        table[str(step)] = {"rows": rows, "ours_trainable_without_authors_counterpart": unmatched_ours}
+    return table
+
+
+def groups_fixture(table: dict) -> dict:
+    """Compact fixture: per step, {our name: [trainable, lr_mult, weight_decay]} as the AUTHORS set their
+    counterpart(s) (several authors' tensors may map to one of ours: the per-layer positional prompts), plus the
+    authors' names that have no counterpart."""
+    out = {}
+    for step, t in table.items():
+        attrs, unmapped = {}, []
+        for r in t["rows"]:
+            a = r["authors_attrs"]
+            if r["ours"] is None:
+                unmapped.append(r["authors"])
+                continue
+            value = [a["trainable"], a.get("lr_mult"), a.get("weight_decay")]
+            if attrs.setdefault(r["ours"], value) != value:
+                raise ValueError(f"{r['ours']}: its authors' counterparts disagree")
+        out[step] = {"ours": attrs, "authors_unmapped": unmapped}
+    return out
+
+
+def groups_differences(table: dict) -> dict:
+    """Rows whose attributes differ, per step: {step: [(authors name, ours name, authors attrs, ours attrs)]}."""
+    out = {}
+    for step, t in table.items():
+        diff = []
+        for r in t["rows"]:
+            a, o = r["authors_attrs"], r["ours_attrs"]
+            if o is None or a.get("trainable") != o.get("trainable") or (a.get("trainable") and (
+                    abs(a["lr_mult"] - o["lr_mult"]) > 1e-12 or a["weight_decay"] != o["weight_decay"])):
+                diff.append((r["authors"], r["ours"], a, o))
+        out[step] = {"differ": diff, "ours_only_trainable": t["ours_trainable_without_authors_counterpart"]}
+    return out
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ STUBS = Path(os.environ.get("PARITY_STUBS", Path(__file__).resolve().parents[2] 
 for p in (STUBS, WORK / "authors", WORK / "src" / "detectron2_repo"):
     sys.path.insert(0, str(p))
 for _pkg in ("mask2former", "hvpl"):          # skip their __init__ files (data pipeline imports)
-    _m = types.ModuleType(_pkg)
-    _m.__path__ = [str(WORK / "authors" / _pkg)]
-    sys.modules[_pkg] = _m
+    if _pkg not in sys.modules:
+        _m = types.ModuleType(_pkg)
+        _m.__path__ = [str(WORK / "authors" / _pkg)]
+        sys.modules[_pkg] = _m
 
 SIZES = {"B": 1, "T": 3, "Qf": 6, "Qv": 5, "K": 4, "C": 8, "h": 6, "w": 7, "stride": 4, "N": 3,
          "frame_levels": 10, "L": 3, "D": 3, "points": 16, "oversample": 3.0, "importance": 0.75}
