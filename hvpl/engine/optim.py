@@ -4,8 +4,9 @@
 - Backbone parameters (``backbone.*``) use ``lr * backbone_lr_mult``.
 - No weight decay on normalisation layers and embeddings (protocol.md: "0 on norms and embeddings"): ``nn.Embedding``
   and the parameters a module lists in its class attribute ``no_weight_decay`` — the prompt groups' learned query
-  embeddings (content, positional, video ``fq_pos``; their mask MLPs decay like the base mask MLP) and the tree
-  scan's ``A_log``/``D`` (as in Mamba). Biases decay, as in Mask2Former.
+  embeddings (content, positional, video ``fq_pos``; their mask MLPs decay like the base mask MLP). The tree scan's
+  ``A_log``/``D`` decay, as in the authors' trainer (Mamba exempts them; the authors' build_optimizer does not).
+  Biases decay, as in Mask2Former.
 - Step 0 (and joint training): the LR drops x0.1 once at ``step0_lr_drop``; incremental steps: constant LR.
 - Gradient-norm clipping (``clip_grad``) over the full model (one norm over every trainable parameter).
 """

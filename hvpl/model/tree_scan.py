@@ -167,8 +167,6 @@ class DropPath(nn.Module):
 class TreeSSM(nn.Module):
     """The selective state-space mixer with a tree scan. forward(x: (B, T, Q, C)) -> (B, T, Q, C)."""
 
-    no_weight_decay = ("A_log", "D")   # Mamba's convention (engine/optim.py)
-
     def __init__(self, dim: int, d_state: int, expand: int, engine: str = "auto"):
         super().__init__()
         inner = expand * dim
