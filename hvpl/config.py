@@ -40,10 +40,20 @@ def load_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise HVPLError(f"{path}: invalid YAML: {exc}") from exc
+        raise HVPLError(f"{path}: invalid YAML: {yaml_error_text(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise HVPLError(f"{path}: invalid YAML (not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start})") from exc
     if not isinstance(data, dict):
         raise HVPLError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A PyYAML error in one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def _resolve(name_or_path: str, kind: str) -> Path:
@@ -217,7 +227,11 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise HVPLError(f"--set {item}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
-        set_by_path(cfg, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise HVPLError(f"--set {item}: the value is not valid YAML: {yaml_error_text(exc)}") from exc
+        set_by_path(cfg, key.strip(), value)
     return cfg
 
 

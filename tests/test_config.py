@@ -129,3 +129,22 @@ def test_exponent_without_a_dot_is_a_number():
     """PyYAML reads 1e-4 as a string; where a number is expected it is taken as one."""
     cfg = load_run_config("synth_smoke", "hvpl", None, ["scenario.train.lr=1e-4"])
     assert cfg["scenario"]["train"]["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"name: x\ntrain: [1,\n  lr: 2\n", r"bad.yaml: invalid YAML: .* \(line \d+, column \d+\)$"),
+    (b"name: \xff\xfe\n", r"bad.yaml: invalid YAML \(not UTF-8 text: byte 0xff at offset 6\)"),
+])
+def test_a_scenario_file_that_is_not_yaml_names_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(HVPLError, match=message):
+        load_scenario(str(path))
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line():
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "params", "--scenario", "synth_smoke", "--step", "0",
+                          "--set", "scenario.train.lr=[1,"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("error: --set scenario.train.lr=[1,: the value is not valid YAML: expected the "
+                                 "node content, but found '<stream end>' (line 1, column 4)")

@@ -52,6 +52,18 @@ def test_load_valid(tmp_path):
     (lambda d: d["videos"][0].update(id=[1]), r"videos\[0\]: id \[1\] must be an integer or a string"),
     (lambda d: d["annotations"][1].update(video_id=[2]), r"annotations\[1\] \(id 2\): video_id \[2\] must be"),
     (lambda d: d["categories"][0].update(id=1.5), r"categories\[0\]: id 1.5 must be an integer or a string"),
+    # malformed but loadable entries (issue 19 4.8): named, not a TypeError/ValueError traceback
+    (lambda d: d["videos"].__setitem__(0, 42), r"videos\[0\] must be an object, got int"),
+    (lambda d: d["annotations"].__setitem__(1, "x"), r"annotations\[1\] must be an object, got str"),
+    (lambda d: d["categories"].__setitem__(0, None), r"categories\[0\] must be an object, got NoneType"),
+    (lambda d: d["videos"][0]["file_names"].__setitem__(1, 42),
+     r"videos\[0\] \(id 1\): file_names\[1\] 42 must be a non-empty string"),
+    (lambda d: d["annotations"][1]["segmentations"][1].update(size=["a", "b"]),
+     r"annotations\[1\] \(id 2\) frame 1: RLE 'size' \['a', 'b'\] is not \[H, W\] with integers"),
+    (lambda d: d["videos"][0].update(height="4"), r"videos\[0\] \(id 1\): height '4' must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(height=0), r"videos\[1\] \(id 2\): height 0 must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(width=5.0), r"videos\[1\] \(id 2\): width 5.0 must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(length="2"), r"videos\[1\] \(id 2\): length '2' must be an integer"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
     data = make_vis()
