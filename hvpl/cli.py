@@ -111,11 +111,13 @@ def cmd_params(args):
 
 
 def cmd_train(args):
+    from hvpl.data.frame_check import default_frame_check
     from hvpl.engine.trainer import train_step
 
     train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
                prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
-               device=args.device, threads=args.threads, workers=args.workers)
+               device=args.device, threads=args.threads, workers=args.workers,
+               frame_check=args.frame_check or default_frame_check())
 
 
 def cmd_ogc_memory(args):
@@ -212,6 +214,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--ogc-basis", default=None, help="step T ogc_basis.pt (methods with OGC)")
     p.add_argument("--ckpt-dir", default=None,
                    help="periodic checkpoints (default: OUT_DIR/../checkpoints/<name of OUT_DIR>)")
+    p.add_argument("--frame-check", choices=("decode", "exists"), default=None,
+                   help="before training, decode every frame of the training JSON once (decode; remembered per "
+                        "dataset in .hvpl_frames_checked.json) or only check the files exist (exists); default "
+                        "$HVPL_FRAME_CHECK, else decode")
     p.set_defaults(func=cmd_train)
 
 
