@@ -149,3 +149,12 @@ def test_a_dataset_of_ones_own_has_the_youtube_vis_layout(tmp_path):
         lay = resolve_layout("mydata", root)
         assert lay.train_json == tmp_path / "mydata" / "train.json"
         assert lay.train_frames == tmp_path / "mydata" / "train" / "JPEGImages" and lay.split_files is None
+
+
+@pytest.mark.parametrize("value", [5, "", ["a"]])
+def test_an_image_root_that_is_not_a_path_is_named(tmp_path, value):
+    from hvpl.data.ytvis import image_root_of
+
+    data = dict(make_vis(), image_root=value)
+    with pytest.raises(HVPLError, match=r"t.json: image_root .* must be a non-empty string"):
+        image_root_of(data, tmp_path / "t.json")

@@ -206,6 +206,8 @@ def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os
     if root is None:
         raise HVPLError(f"{json_path}: no 'image_root' entry; pass the frame folder explicitly (e.g. hvpl predict "
                         "--image-root DIR)")
+    if not isinstance(root, (str, os.PathLike)) or not str(root):
+        raise HVPLError(f"{json_path}: image_root {root!r} must be a non-empty string (the frame folder)")
     root = Path(root)
     return root if root.is_absolute() else Path(json_path).resolve().parent / root
 
