@@ -44,7 +44,8 @@ except WorkflowError:
     if problem is None:
         raise
     files = ", ".join(map(str, workflow.overwrite_configfiles or [DEFAULT_CONFIG]))
-    raise WorkflowError(f"{files}: {problem}") from None
+    extra = " (with --config)" if workflow.config_settings.config else ""
+    raise WorkflowError(f"{files}{extra}: {problem}") from None
 
 
 report: "workflow/report/workflow.rst"

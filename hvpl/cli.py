@@ -250,7 +250,7 @@ def _add_predict_parser(sub) -> None:
 def _add_claim_gpus_parser(sub) -> None:
     p = sub.add_parser("claim-gpus", help="run COMMAND on N GPUs no other job of this machine holds (local "
                                           "GPU runs of the workflow; a no-op under SLURM)")
-    p.add_argument("--count", type=COUNT, default=1, help="GPUs the command needs (default 1)")
+    p.add_argument("--count", type=INDEX, default=1, help="GPUs the command needs (default 1)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for free GPUs (default: no limit)")
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="run with CUDA_VISIBLE_DEVICES set to the claimed GPUs; the locks ($HVPL_GPU_LOCK_DIR) "

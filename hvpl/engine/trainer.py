@@ -293,8 +293,6 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
     with distributed_context(device) as info:
         prev = load_model_file(prev_model) if prev_model else None
         plan, dataset = plan_step(cfg, step, Path(train_json), prev, seed)
-        if frame_check == "decode":
-            verify_dataset_frames(dataset, threads)
         seed_everything(seed)
         model = build_step_model(cfg, plan, prev).to(info.device)
         basis = None
@@ -305,6 +303,8 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
             basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"], step=step)
         elif ogc_basis is not None:
             log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
+        if frame_check == "decode":   # after the cheap checks of the other inputs
+            verify_dataset_frames(dataset, threads)
         counts = count_trainable(model)
         used_basis = ogc_basis if basis is not None else None
         fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters,
