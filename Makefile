@@ -33,7 +33,7 @@ run: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores $(CORES) all
 
 smoke: install
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores 2 --configfile config/smoke.yaml all
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/snakemake --cores 2 all --configfile config/smoke.yaml
 
 bench: install
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

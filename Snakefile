@@ -1,7 +1,8 @@
 # hvpl: continual video instance segmentation experiments, from data to summary table.
 #
 #   snakemake --cores 8 all                                   # config/config.yaml (synth_4-2)
-#   snakemake --cores 2 --configfile config/smoke.yaml all    # the few-minute smoke run
+#   snakemake --cores 2 all --configfile config/smoke.yaml    # the few-minute smoke run (target first:
+#                                                             # --configfile takes several files)
 #   snakemake --profile slurm all                             # one SLURM job per step / evaluation
 #
 # Rules live in workflow/rules/ (data, train, evaluate, report); see docs/workflow.md.

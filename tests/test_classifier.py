@@ -66,13 +66,13 @@ def test_add_task_param_count_paper_size():
 
 def test_manipulate_logits_positive_delta_hand_values():
     # K = 4 classes, own = {2, 3}; O = {0, 1}
-    z = torch.tensor([[0.0, 1.0, 2.0, -1.0, 0.5]])
+    z = torch.tensor([[-1.0, -0.5, 2.0, -1.0, 0.5]])
     out = manipulate_logits(z, slice(2, 4), 0.4)
-    mass = 0.4 * (_sig(0.0) + _sig(1.0))
+    mass = 0.4 * (_sig(-1.0) + _sig(-0.5))     # sum 0.65 < 1: not clipped
     assert out[0, 4].item() == pytest.approx(_logit(mass), abs=1e-5)
     assert out[0, 0].item() == -10.0 and out[0, 1].item() == -10.0
     assert out[0, 2].item() == 2.0 and out[0, 3].item() == -1.0
-    assert z[0, 0].item() == 0.0  # input untouched
+    assert z[0, 0].item() == -1.0  # input untouched
 
 
 def test_manipulate_logits_clamps_probability():
@@ -82,6 +82,14 @@ def test_manipulate_logits_clamps_probability():
     z = torch.tensor([[-30.0, -30.0, 0.0, 0.0]])
     out = manipulate_logits(z, [2], 0.5)       # ~0 -> clamped to 0.001
     assert out[0, 3].item() == pytest.approx(_logit(0.001), abs=1e-4)
+
+
+def test_manipulate_logits_clips_mass_before_scaling():
+    # mass = sigmoid(3) + sigmoid(2) ~ 1.83 > 1: clipped to 1 first, then scaled -> no-object prob = delta;
+    # scaling first would give min(0.4 * 1.83, 1) ~ 0.73 (the order the authors / ECLIPSE do not use)
+    z = torch.tensor([[3.0, 2.0, 0.0, 0.0]])   # 3 classes, own = {2}
+    out = manipulate_logits(z, [2], 0.4)
+    assert out[0, 3].item() == pytest.approx(_logit(0.4), abs=1e-5)
 
 
 def test_manipulate_logits_negative_and_zero_delta():

@@ -47,6 +47,13 @@ def test_paper_trainable_counts(scenario, expected):
     assert expected_prompt_trainable(cfg["model"], "hvpl", sc["prompts_per_task"], sc["increment"]) == expected
 
 
+def test_paper_step0_count_equals_authors():
+    """Step 0 at paper size: 55,433,130 parameters, the authors' HVPL step-0 state dict less its buffers (their
+    tree-scan depthwise convs have no bias; an earlier version had 6 x 512 more)."""
+    trainable, total = count_parameters(load_run_config("ytvis2019_20-2", "hvpl"), 0)
+    assert trainable == total == 55_433_130
+
+
 def test_step0_finetune_joint_train_everything():
     """method.md: step 0 trains everything (Mask2Former/VITA's FREEZE_AT: 0); a backbone freeze_at is kept."""
     cfg = load_run_config("ytvis2019_20-2", "finetune")
@@ -71,11 +78,12 @@ def test_step0_finetune_joint_train_everything():
         count_parameters(cfg, 11)
 
 
-@pytest.mark.parametrize("method", ["hvpl", "eclipse", "hvpl_no_video_prompts", "hvpl_no_context", "hvpl_no_ogc"])
+@pytest.mark.parametrize("method", ["hvpl", "eclipse", "hvpl_no_video_prompts", "hvpl_no_context", "hvpl_no_ogc",
+                                    "hvpl_ogc_authors"])
 def test_tiny_trainable_counts_match_formula(method):
     cfg = load_run_config("synth_smoke", method)
     sc = cfg["scenario"]
-    kind = "hvpl" if method in ("hvpl", "hvpl_no_context", "hvpl_no_ogc") else "frame_only"
+    kind = "hvpl" if method in ("hvpl", "hvpl_no_context", "hvpl_no_ogc", "hvpl_ogc_authors") else "frame_only"
     expected = expected_prompt_trainable(cfg["model"], kind, sc["prompts_per_task"], sc["increment"])
     assert count_parameters(cfg, 1)[0] == expected
     assert count_parameters(cfg, 2)[0] == expected

@@ -39,8 +39,9 @@ def test_training_outputs_tiny_shapes():
     assert len(f["aux_outputs"]) == n_layers
     assert all(a["pred_logits"].shape == (6, 2, 5) for a in f["aux_outputs"])
     assert v["pred_logits"].shape == (2, 2, 5) and v["pred_masks"].shape == (2, 2, 3, 16, 16)
-    assert v["pred_fq_embed"].shape == (2, 3, 2, 64) and v["pred_cq_embed"].shape == (2, 2, 64)
     n_fed = model.video_decoder.num_frame_layers_train
+    assert v["frame_layers"] == n_fed
+    assert v["pred_fq_embed"].shape == (2, n_fed, 3, 2, 64) and v["pred_cq_embed"].shape == (2, n_fed, 2, 64)
     assert len(v["aux_outputs"]) == n_fed * model.video_decoder.num_layers - 1
     for t in (f["pred_logits"], f["pred_masks"], v["pred_logits"], v["pred_masks"]):
         assert t.dtype == torch.float32 and torch.isfinite(t).all()
@@ -193,7 +194,10 @@ def test_video_aux_outputs_in_clip_layer_then_frame_layer_order():
         i, j = divmod(k, lyr)
         assert torch.equal(level["pred_masks"], vid["masks"][i, j])
         assert torch.equal(level["pred_logits"], logits[i, j])
-    assert torch.equal(out["pred_cq_embed"], vid["cq_embed"][-1, -1])
+    # the similarity embeddings: every frame layer, the final clip layer, clip axis first
+    assert out["frame_layers"] == lyr
+    assert torch.equal(out["pred_cq_embed"], vid["cq_embed"][-1].transpose(0, 1))
+    assert torch.equal(out["pred_fq_embed"], vid["fq_embed"].transpose(0, 1))
 
 
 def _clip_targets(batch, t, size):

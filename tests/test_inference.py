@@ -29,13 +29,21 @@ def make_item(t=3, h=40, w=56, orig=(60, 84)):
 
 
 def reference_mask(logits, padded, valid, orig):
-    """Independent resize chain per frame with numpy-free torch ops: (T, h, w) -> bool (T, H0, W0)."""
+    """Independent resize chain per frame with numpy-free torch ops: (T, h, w) -> logits (T, H0, W0)."""
     out = []
     for frame in logits:
         up = F.interpolate(frame[None, None].double(), size=padded, mode="bilinear", align_corners=False)
         up = up[..., :valid[0], :valid[1]]
         out.append(F.interpolate(up, size=orig, mode="bilinear", align_corners=False)[0, 0])
     return torch.stack(out)
+
+
+def reference_mask_score(logits, padded, valid):
+    """Mean sigmoid over pixels with sigmoid > 0.5 of the mask at INPUT resolution (padded, cropped), all frames."""
+    up = F.interpolate(logits[:, None].double(), size=padded, mode="bilinear", align_corners=False)
+    soft = up[:, 0, :valid[0], :valid[1]].sigmoid()
+    fg = soft > 0.5
+    return float((soft * fg).sum() / fg.sum().clamp(min=1e-6))
 
 
 def test_topk_ids_scores_and_rle():
@@ -54,8 +62,10 @@ def test_topk_ids_scores_and_rle():
         assert r["video_id"] == 7 and r["category_id"] == [12, 3, 40][ci]
         full = reference_mask(masks[qi], (64, 64), (40, 56), (60, 84))
         fg = full > 0
-        mask_score = float((full.sigmoid() * fg).sum() / fg.sum())
+        mask_score = reference_mask_score(masks[qi], (64, 64), (40, 56))
         assert r["score"] == pytest.approx(float(probs[qi, ci]) * mask_score, rel=1e-4)
+        at_orig = float((full.sigmoid() * fg).sum() / fg.sum())    # the score at H0 x W0 differs (60x84 != 40x56)
+        assert abs(mask_score - at_orig) > 1e-4 * at_orig
         assert len(r["segmentations"]) == t
         for frame, seg in enumerate(r["segmentations"]):
             assert isinstance(seg["counts"], str) and seg["size"] == [60, 84]
@@ -97,7 +107,7 @@ def test_groups_concatenated_and_logit_manipulation():
     def manual(logits, own, delta):
         z = logits.clone().double()
         other = [c for c in range(3) if c not in own]
-        z[:, 3] = torch.logit((delta * torch.sigmoid(z[:, other]).sum(1)).clamp(0, 1).clamp(1e-3, 1 - 1e-3))
+        z[:, 3] = torch.logit((delta * torch.sigmoid(z[:, other]).sum(1).clamp(0, 1)).clamp(1e-3, 1 - 1e-3))
         z[:, other] = -10.0
         return z.softmax(-1)[:, :3]
 
@@ -105,9 +115,7 @@ def test_groups_concatenated_and_logit_manipulation():
     masks = torch.cat([m0, m1])
     expected = []
     for qi in range(5):
-        full = reference_mask(masks[qi], (16, 16), (16, 16), (16, 16))
-        fg = full > 0
-        mscore = float((full.sigmoid() * fg).sum() / fg.sum().clamp(min=1e-6))
+        mscore = reference_mask_score(masks[qi], (16, 16), (16, 16))
         expected += [(float(probs[qi, c]) * mscore, c + 1) for c in range(3)]
     expected.sort(reverse=True)
     got = sorted(((r["score"], r["category_id"]) for r in res), reverse=True)

@@ -17,5 +17,5 @@ def test_get_method_by_name_or_method():
 
 def test_base_variants():
     assert {m.name: m.base_variant for m in METHODS.values()} == {
-        "hvpl": "context", "hvpl_no_ogc": "context", "hvpl_no_video_prompts": "context",
-        "hvpl_no_context": "no_context", "eclipse": "context", "finetune": "context", "joint": "joint"}
+        "hvpl": "context", "hvpl_no_ogc": "context", "hvpl_ogc_authors": "context",
+        "hvpl_no_video_prompts": "context", "hvpl_no_context": "no_context", "eclipse": "context", "finetune": "context", "joint": "joint"}

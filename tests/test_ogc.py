@@ -127,7 +127,7 @@ def test_basis_file_round_trip_and_errors(tmp_path):
     path = tmp_path / "ogc_basis.pt"
     save_basis(path, M, 0.7, 30, 1)
     data = torch.load(path, weights_only=True)
-    assert set(data) == {"basis", "energy_threshold", "num_features", "step"}
+    assert set(data) == {"basis", "energy_threshold", "num_features", "step", "space"} and data["space"] == "channel"
     assert torch.equal(load_basis(path, channels=8), M)
     assert torch.equal(load_basis(path, step=1), M)
     with pytest.raises(HVPLError, match="expected the basis of step 2"):   # another step's file
@@ -192,6 +192,18 @@ def test_a_basis_file_that_is_not_an_orthonormal_basis_is_refused(tmp_path, make
     path = _write_basis(tmp_path / "ogc_basis.pt", make(M))
     with pytest.raises(HVPLError, match=f"{path}: entry 'basis': {message}"):
         load_basis(path, channels=8, step=1)
+
+
+def test_a_sample_space_basis_is_checked_for_values_and_shape_only(tmp_path):
+    """The authors' accumulation (hvpl_ogc_authors), reproduced as it is, is not orthonormal with threshold 1."""
+    M = torch.eye(8, 3) * 2
+    path = tmp_path / "b.pt"
+    torch.save({"basis": M, "energy_threshold": 1.0, "num_features": 8, "step": 2, "space": "sample"}, path)
+    assert torch.equal(load_basis(path, step=2, space="sample"), M)
+    torch.save({"basis": M * float("nan"), "energy_threshold": 1.0, "num_features": 8, "step": 2,
+                "space": "sample"}, path)
+    with pytest.raises(HVPLError, match="24 non-finite"):
+        load_basis(path, step=2, space="sample")
 
 
 def test_cli_refuses_a_bad_basis_in_train_and_ogc_memory(tiny_split_dir, tmp_path, capsys):

@@ -273,11 +273,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _adam_step_bound(betas, iterations: int) -> float:
+    """Largest |bias-corrected m / sqrt(v)| Adam can reach after ``iterations`` steps, whatever the gradients
+    (Cauchy-Schwarz on m = (1-b1) sum b1^k g, v = (1-b2) sum b2^k g^2): the most one weight can move per step, in lr."""
+    b1, b2 = betas
+    series = sum((b1 * b1 / b2) ** k for k in range(iterations))
+    return (1 - b1) / (1 - b2) ** 0.5 * series ** 0.5 * (1 - b2 ** iterations) ** 0.5 / (1 - b1 ** iterations)
+
+
 def test_two_processes_equal_one_process(tmp_path):
+    iterations, lr = 3, 3e-4
     train_json = _varied_instance_dataset(tmp_path / "data")
     args = ["train", "--scenario", "synth_smoke", "--step", "0", "--train-json", str(train_json), "--threads", "1",
-            "--set", "scenario.train.step0_iters=3"]
-    for item in SMALL:
+            "--set", f"scenario.train.step0_iters={iterations}", "--set", f"scenario.train.lr={lr}"]
+    for item in SMALL + ["scenario.train.log_period=1"]:
         args += ["--set", item]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     one = subprocess.run([sys.executable, "-m", "hvpl.cli", *args, "--out-dir", str(tmp_path / "one")], env=env,
@@ -287,22 +296,31 @@ def test_two_processes_equal_one_process(tmp_path):
                           "--master_port", str(_free_port()), "-m", "hvpl.cli", *args,
                           "--out-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    # iteration 1 runs identical weights on the same clips: the losses differ only by the order of the batch mean
+    first_one = _log_without_time(tmp_path / "one" / LOG_NAME)[0]
+    first_two = _log_without_time(tmp_path / "two" / LOG_NAME)[0]
+    assert first_one["iter"] == 1 and first_one.keys() == first_two.keys()
+    assert all(first_one[k] == pytest.approx(first_two[k], rel=1e-6) for k in first_one)
     a = load_model_file(tmp_path / "one" / FINAL_NAME)["model"]
     b = load_model_file(tmp_path / "two" / FINAL_NAME)["model"]
     cfg = _cfg("hvpl")
     tr.seed_everything(0)   # train_step's seed before it builds the model
     start = step_plan.build_step_model(cfg, step_plan.make_plan(cfg, 0, train_json, None), None).state_dict()
-    moved = 0
-    # Adam turns float-rounding noise in (mathematically) zero gradients, e.g. attention key biases, into
-    # updates of up to lr per iteration, so weights agree to 2e-5 here (lr * iterations = 9e-4), the losses to 1e-6
+    # Adam divides each gradient by its own magnitude, so a weight whose gradient is zero up to rounding (e.g.
+    # attention key biases, or any element crossing zero) moves by up to the Adam bound either way, depending on
+    # the summation order (1 vs 2 processes, or the CPU kernels). Every weight must stay within twice that bound;
+    # the others (well-conditioned: the gradient far above rounding) agree to a tenth of lr. A process that
+    # trained on its half batch alone (no gradient averaging) moves a large share of the weights beyond that.
+    bound = 2 * lr * sum(_adam_step_bound((0.9, 0.999), i) for i in range(1, iterations + 1))
+    moved = total = far = 0
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-5, msg=k)
+        diff = (a[k].double() - b[k].double()).abs()
+        assert diff.max() <= bound, k
+        far += int((diff > lr / 10).sum())
+        total += diff.numel()
         moved += int(not torch.equal(a[k], start[k]))
     assert moved > 0
-    la = _log_without_time(tmp_path / "one" / LOG_NAME)
-    lb = _log_without_time(tmp_path / "two" / LOG_NAME)
-    for x, y in zip(la[:-1], lb[:-1]):
-        assert x.keys() == y.keys() and all(x[k] == pytest.approx(y[k], rel=1e-6) for k in x)
+    assert far <= 1e-3 * total, f"{far} of {total} weights differ by more than lr/10"
 
 
 def test_killed_cli_process_resumes_to_identical_weights(tiny_split_dir, tmp_path):

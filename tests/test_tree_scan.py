@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from hvpl.model.spanning_tree import TreeStructure, grid_mst
-from hvpl.model.tree_scan import ENGINES, TreeScanLayer, VideoContextEncoder, tree_aggregate
+from hvpl.model.tree_scan import (ENGINES, LAYER_NORM_EPS, TreeScanLayer, VideoContextEncoder, drop_path_rates,
+                                  tree_aggregate)
 
 from reference_impls import tree_aggregate_bruteforce
 
@@ -139,3 +140,38 @@ def test_video_context_encoder():
     assert torch.equal(VideoContextEncoder(16, 0, TREE_CFG)(x), x)
     enc = VideoContextEncoder(16, 2, TREE_CFG)
     assert len(enc.layers) == 2 and enc(x).shape == x.shape
+
+
+def test_tree_scan_layer_matches_authors_layout():
+    """No bias on the depthwise 3x3 conv, pre-norms with eps 1e-6 (GrootV), mixer norms at the default."""
+    layer = TreeScanLayer(32, TREE_CFG)
+    assert layer.ssm.conv.bias is None
+    assert layer.norm1.eps == layer.norm2.eps == LAYER_NORM_EPS == 1e-6
+    assert layer.ssm.h_norm.eps == layer.ssm.out_norm.eps == 1e-5
+    x = torch.randn(1, 2, 3, 32) * 1e-3    # small variance: eps matters
+    ref = torch.nn.functional.layer_norm(x, (32,), layer.norm1.weight, layer.norm1.bias, eps=1e-6)
+    torch.testing.assert_close(layer.norm1(x), ref, rtol=0, atol=0)
+
+
+def test_drop_path_rates_rise_linearly():
+    assert drop_path_rates(0.2, 6) == pytest.approx([0.0, 0.04, 0.08, 0.12, 0.16, 0.2], abs=1e-7)
+    assert drop_path_rates(0.2, 1) == [0.0]
+    assert drop_path_rates(0.0, 3) == [0.0, 0.0, 0.0]
+    enc = VideoContextEncoder(16, 3, dict(TREE_CFG, drop_path=0.2))
+    assert [layer.drop_path.p for layer in enc.layers] == pytest.approx([0.0, 0.1, 0.2], abs=1e-7)
+
+
+def test_drop_path_active_in_training_only():
+    torch.manual_seed(11)
+    enc = VideoContextEncoder(16, 2, dict(TREE_CFG, drop_path=0.9))
+    x = torch.randn(8, 2, 3, 16)
+    for p in enc.parameters():
+        p.requires_grad_(False)   # a frozen encoder (incremental steps) still drops paths in train mode
+    enc.train()
+    torch.manual_seed(0)
+    a = enc(x)
+    torch.manual_seed(1)
+    b = enc(x)
+    assert not torch.allclose(a, b)
+    enc.eval()
+    torch.testing.assert_close(enc(x), enc(x), rtol=0, atol=0)

@@ -16,6 +16,7 @@ class Method:
     logit_manipulation: bool # ECLIPSE-style no-object logit manipulation at inference
     finetune: bool = False   # train every weight at every step
     joint: bool = False      # one step on all classes
+    ogc_authors: bool = False  # OGC as the authors' code computes it (sample space; hvpl.continual.ogc_authors)
 
     @property
     def base_variant(self) -> str:
@@ -30,6 +31,7 @@ METHODS = {
     for m in (
         Method("hvpl", True, True, True, True, True),
         Method("hvpl_no_ogc", True, True, False, True, True),
+        Method("hvpl_ogc_authors", True, True, True, True, True, ogc_authors=True),
         Method("hvpl_no_video_prompts", True, False, True, True, True),
         Method("hvpl_no_context", True, True, True, False, True),
         Method("eclipse", True, False, False, True, True),

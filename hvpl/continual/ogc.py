@@ -100,18 +100,22 @@ def project_gradient(g: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- basis files
-def save_basis(path: Path, basis: torch.Tensor, threshold: float, num_features: int, step: int) -> None:
-    """Write ``{"basis", "energy_threshold", "num_features", "step"}`` atomically (DESIGN.md)."""
+def save_basis(path: Path, basis: torch.Tensor, threshold: float, num_features: int, step: int,
+               space: str = "channel") -> None:
+    """Write ``{"basis", "energy_threshold", "num_features", "step", "space"}`` atomically (DESIGN.md); ``space``
+    is "channel" (this module) or "sample" (the authors' variant, ``ogc_authors.py``)."""
     from hvpl.utils.io import atomic_torch_save
 
     atomic_torch_save(path, {"basis": basis.detach().to(torch.float32).cpu().contiguous(),
                              "energy_threshold": float(threshold), "num_features": int(num_features),
-                             "step": int(step)})
+                             "step": int(step), "space": space})
 
 
-def load_basis(path: str | Path, channels: int | None = None, step: int | None = None) -> torch.Tensor:
+def load_basis(path: str | Path, channels: int | None = None, step: int | None = None,
+               space: str | None = None) -> torch.Tensor:
     """Read a basis file -> (C, k) float32 on CPU; checks its structure, channel count and (given) the step it
-    was made for: step t trains with step t's basis, and step t's memory accumulates onto step t-1's."""
+    was made for: step t trains with step t's basis, and step t's memory accumulates onto step t-1's; and (given)
+    its space (files without the entry are channel-space ones)."""
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: OGC basis file not found")
@@ -126,7 +130,12 @@ def load_basis(path: str | Path, channels: int | None = None, step: int | None =
         raise HVPLError(f"{path}: entry 'basis' has {basis.shape[0]} channels, the model has {channels}")
     if step is not None and data.get("step") != step:
         raise HVPLError(f"{path}: entry 'step' is {data.get('step')!r}, expected the basis of step {step}")
-    check_orthonormal(basis, f"{path}: entry 'basis'")
+    if space is not None and data.get("space", "channel") != space:
+        raise HVPLError(f"{path}: entry 'space' is {data.get('space', 'channel')!r}, this method needs a {space}-space "
+                        f"basis (hvpl_ogc_authors: sample, the other OGC methods: channel)")
+    # the authors' sample-space accumulation, reproduced as it is, need not give orthonormal columns (with
+    # ogc_threshold 1 it does not): only its values and shape are checked
+    check_orthonormal(basis, f"{path}: entry 'basis'", columns=data.get("space", "channel") == "channel")
     return basis.to(torch.float32)
 
 
@@ -141,9 +150,9 @@ def orthonormal_tolerance() -> float:
     return 2 * (2 * u + u * u)
 
 
-def check_orthonormal(basis: torch.Tensor, where: str) -> None:
-    """A (C, k) basis: finite, k <= C, columns orthonormal within :func:`orthonormal_tolerance` (Gram matrix in
-    float64); HVPLError naming ``where`` and what is wrong."""
+def check_orthonormal(basis: torch.Tensor, where: str, columns: bool = True) -> None:
+    """A (C, k) basis: floating point, finite, k <= C, and (``columns``) columns orthonormal within
+    :func:`orthonormal_tolerance` (Gram matrix in float64); HVPLError naming ``where`` and what is wrong."""
     if not basis.is_floating_point():
         raise HVPLError(f"{where}: dtype {basis.dtype}, expected a floating-point tensor")
     bad = (~torch.isfinite(basis)).sum().item()
@@ -152,6 +161,8 @@ def check_orthonormal(basis: torch.Tensor, where: str) -> None:
     C, k = basis.shape
     if k > C:
         raise HVPLError(f"{where}: {k} columns for {C} channels; an orthonormal basis has at most {C}")
+    if not columns:
+        return
     M = basis.to(torch.float64)
     deviation = (M.T @ M - torch.eye(k, dtype=torch.float64)).abs().max().item() if k else 0.0
     if deviation > orthonormal_tolerance():
@@ -253,6 +264,8 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
 
     Returns the (C, k) basis.
     """
+    from hvpl.continual.methods import get_method
+    from hvpl.continual.ogc_authors import authors_update, frame_vectors, memory_frames
     from hvpl.engine.distributed import resolve_device
     from hvpl.engine.model_file import load_model_file, rebuild_model
     from hvpl.utils.logging import log
@@ -261,8 +274,10 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
         torch.set_num_threads(int(threads))
     if step < 1:
         raise HVPLError(f"ogc-memory --step {step}: the OGC memory exists for steps >= 1")
+    method = get_method(cfg["method"])
     train = cfg["scenario"]["train"]
-    threshold, num = float(train["ogc_threshold"]), int(train["ogc_samples"])
+    threshold = float(train["ogc_threshold"])
+    space = "sample" if method.ogc_authors else "channel"
     prev = load_model_file(prev_model)
     _check_memory_inputs(cfg, prev, step, prev_model, prev_basis)
     dataset = _memory_dataset(cfg, prev, Path(train_json), seed)
@@ -270,10 +285,15 @@ def build_memory(cfg: dict, *, step: int, prev_model, train_json, prev_basis=Non
     torch.manual_seed(seed)
     model = rebuild_model(prev).to(dev).eval()
     old = None if prev_basis is None else load_basis(prev_basis, channels=model.frame_decoder.hidden_dim,
-                                                     step=step - 1)
+                                                     step=step - 1, space=space)
+    # the authors' variant: as many frames as channels (ogc_authors.py), ogc_samples otherwise
+    num = memory_frames(model.frame_decoder.hidden_dim) if method.ogc_authors else int(train["ogc_samples"])
     R = collect_features(model, _memory_frames(dataset, num), max(1, int(model.chunk_frames)))
-    basis = gpm_update(R, old, threshold)
-    save_basis(Path(out), basis, threshold, R.shape[1], step)
-    log(f"{out}: OGC basis {tuple(basis.shape)} from {R.shape[1]} features of {num} frames "
+    if method.ogc_authors:
+        basis = authors_update(frame_vectors(R, num), old, threshold)
+    else:
+        basis = gpm_update(R, old, threshold)
+    save_basis(Path(out), basis, threshold, R.shape[1], step, space=space)
+    log(f"{out}: OGC basis {tuple(basis.shape)} ({space} space) from {R.shape[1]} features of {num} frames "
         f"({0 if old is None else old.shape[1]} columns carried over)")
     return basis

@@ -300,7 +300,8 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
             if ogc_basis is None:
                 raise HVPLError(f"method '{method.name}' uses OGC: step {step} needs --ogc-basis "
                                 f"(hvpl ogc-memory --step {step} ...)")
-            basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"], step=step)
+            basis = load_basis(ogc_basis, channels=cfg["model"]["hidden_dim"], step=step,
+                               space="sample" if method.ogc_authors else "channel")
         elif ogc_basis is not None:
             log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
         if frame_check == "decode":   # after the cheap checks of the other inputs

@@ -115,7 +115,8 @@ def manipulate_logits(logits: torch.Tensor, own_classes: Sequence[int] | slice, 
 
     logits: (Q, K + 1), last column no-object. ``own_classes``: the class indices of the group's own
     task (a slice or index list). O = every other real class.
-    delta > 0: no-object <- logit(clip(delta * sum_{c in O} sigmoid(z_c), 0, 1));
+    delta > 0: no-object <- logit(delta * clip(sum_{c in O} sigmoid(z_c), 0, 1)): the mass is clipped first, so
+    the no-object probability never exceeds delta (the authors' and ECLIPSE's order);
     delta < 0: no-object <- logit(|delta| * sigmoid(z_noobj)); delta == 0 leaves it unchanged.
     Then z_c <- -10 for every c in O. Returns a new tensor (Q, K + 1).
     """
@@ -125,7 +126,7 @@ def manipulate_logits(logits: torch.Tensor, own_classes: Sequence[int] | slice, 
     out = logits.clone()
     if delta > 0:
         mass = torch.sigmoid(logits[..., :num_classes][..., other]).sum(-1)
-        out[..., -1] = _safe_logit((delta * mass).clamp(0.0, 1.0))
+        out[..., -1] = _safe_logit(delta * mass.clamp(0.0, 1.0))
     elif delta < 0:
         out[..., -1] = _safe_logit(abs(delta) * torch.sigmoid(logits[..., -1]))
     out[..., :num_classes][..., other] = SUPPRESSED_LOGIT

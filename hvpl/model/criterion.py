@@ -128,21 +128,28 @@ class SetCriterion(nn.Module):
         if "frame" in outputs:
             frame_idx = self._output_losses(outputs["frame"], frame_targets, "frame", losses, generator)
         if "video" in outputs:
-            video_idx = self._output_losses(outputs["video"], video_targets, "video", losses, generator)
             video = outputs["video"]
+            layers = int(video.get("frame_layers", 1))
+            video_idx = self._output_losses(video, video_targets, "video", losses, generator, 1.0 / layers)
             if frame_idx is not None and "pred_fq_embed" in video and "pred_cq_embed" in video:
-                sim = similarity_loss(video["pred_fq_embed"], video["pred_cq_embed"], frame_idx, frame_targets,
-                                      video_idx, video_targets)
+                # the L frame layers fed to the video decoder are the last L frame levels; the final clip layer's
+                # L levels are the last L video levels ((clip layer, frame layer) order)
+                fq, cq = video["pred_fq_embed"], video["pred_cq_embed"]   # (B, L, T, Qf, C), (B, L, Qv, C)
+                fq, cq = (fq[None], cq[None]) if fq.dim() == 4 else (fq.transpose(0, 1), cq.transpose(0, 1))
+                sim = similarity_loss(fq, cq, frame_idx[-layers:], frame_targets, video_idx[-layers:], video_targets)
                 losses["video_loss_sim"] = self.cfg["sim_weight"] * sim
         return losses
 
     def _output_losses(self, out: dict, targets: list[dict], prefix: str, losses: dict,
-                       generator: torch.Generator | None) -> list:
-        """Add the weighted terms of the final and aux outputs of one level; return the final output's matching.
+                       generator: torch.Generator | None, scale: float = 1.0) -> list:
+        """Add the weighted terms (times ``scale``) of the final and aux outputs of one level; return the
+        matchings of every output in network order (aux 0, aux 1, ..., final).
 
         All output levels are matched and scored at once (stacked along a leading level dim): the per-level
         values are the same functions as level by level, only the random points are drawn once per batch
         element for matching (shared by its levels) and once for all matched masks for the mask losses.
+        ``scale`` = 1/L at video level: the authors' video term of a clip-decoder layer is the mean over the L
+        frame layers it decodes (VitaSetCriterion pools L x B; its instance count is N x L).
         """
         levels = [out] + list(out.get("aux_outputs", []))
         logits = torch.stack([lv["pred_logits"] for lv in levels])  # (L, B, Q, K+1)
@@ -157,9 +164,9 @@ class SetCriterion(nn.Module):
                  **self.mask_losses_levels(masks, targets, matched, num_masks, generator)}
         suffixes = [""] + [f"_aux{i}" for i in range(len(levels) - 1)]
         for name, values in terms.items():
-            for suffix, value in zip(suffixes, values.unbind(0)):
+            for suffix, value in zip(suffixes, (values * scale if scale != 1.0 else values).unbind(0)):
                 losses[f"{prefix}_{name}{suffix}"] = value
-        return indices[0]
+        return indices[1:] + indices[:1]
 
     def class_loss_levels(self, logits: torch.Tensor, targets: list[dict], matched: tuple) -> torch.Tensor:
         """logits (L, B, Q, K+1), ``matched`` from :func:`matched_pairs` -> (L,) unweighted class losses: per level
@@ -209,11 +216,28 @@ def similarity_loss(fq_embed: torch.Tensor, cq_embed: torch.Tensor, frame_indice
                     clip_indices: list, clip_targets: list) -> torch.Tensor:
     """Similarity loss between matched frame-query and clip-query embeddings (unweighted).
 
-    fq_embed: (B, T, Qf, C); cq_embed: (B, Qv, C); frame_indices: B*T matchings (frame b*T + t);
-    clip_indices: B matchings; targets carry ``ids`` (the instance's row in its clip).
-    Per clip: the matched embeddings E (M, C) with instance ids, logits E E^T, target 1 where the ids agree;
-    BCE averaged over all (ordered) pairs from the same clip, pooled over clips. Scalar.
+    fq_embed: (L, B, T, Qf, C) (or (B, T, Qf, C): L = 1); cq_embed: (L, B, Qv, C) (or (B, Qv, C));
+    frame_indices: L lists of B*T matchings (frame b*T + t) of the L frame layers the video decoder read (or one
+    list when L = 1); clip_indices: L lists of B matchings of the final clip layer on each frame layer;
+    targets carry ``ids`` (the instance's row in its clip).
+    Per (frame layer, clip): the matched embeddings E (M, C) with instance ids, logits E E^T, target 1 where the
+    ids agree; BCE averaged over all (ordered) pairs from the same (layer, clip), pooled over layers and clips
+    (as the authors' VitaSetCriterion.loss_fg_sim). Scalar.
     """
+    if fq_embed.dim() == 4:
+        fq_embed, cq_embed, frame_indices, clip_indices = fq_embed[None], cq_embed[None], [frame_indices], [clip_indices]
+    pair_losses = []
+    for lyr in range(fq_embed.shape[0]):
+        pair_losses += _similarity_pairs(fq_embed[lyr], cq_embed[lyr], frame_indices[lyr], frame_targets,
+                                         clip_indices[lyr], clip_targets)
+    if not pair_losses:
+        return fq_embed.sum() * 0.0 + cq_embed.sum() * 0.0
+    return torch.cat(pair_losses).mean()
+
+
+def _similarity_pairs(fq_embed: torch.Tensor, cq_embed: torch.Tensor, frame_indices: list, frame_targets: list,
+                      clip_indices: list, clip_targets: list) -> list[torch.Tensor]:
+    """One frame layer: fq_embed (B, T, Qf, C), cq_embed (B, Qv, C) -> per clip the flattened pair BCEs."""
     b_size, t_size = fq_embed.shape[:2]
     pair_losses = []
     for b in range(b_size):
@@ -232,6 +256,4 @@ def similarity_loss(fq_embed: torch.Tensor, cq_embed: torch.Tensor, frame_indice
         logits = emb @ emb.T
         target = (inst[:, None] == inst[None, :]).float()
         pair_losses.append(F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten())
-    if not pair_losses:
-        return fq_embed.sum() * 0.0 + cq_embed.sum() * 0.0
-    return torch.cat(pair_losses).mean()
+    return pair_losses

@@ -128,8 +128,10 @@ class HVPLModel(nn.Module):
         logits = [x for row in logits.unbind(0) for x in row.unbind(0)]
         masks = [x for row in vid["masks"].unbind(0) for x in row.unbind(0)]
         aux = [{"pred_logits": logits[k], "pred_masks": masks[k]} for k in range(d * lyr - 1)]
-        return {"pred_logits": logits[-1], "pred_masks": masks[-1], "aux_outputs": aux,
-                "pred_fq_embed": vid["fq_embed"][-1], "pred_cq_embed": vid["cq_embed"][-1, -1]}
+        # the criterion averages the L frame layers' terms and pools the similarity loss over them (authors);
+        # the embeddings keep the clip axis first (the trainer splits outputs per clip along dim 0)
+        return {"pred_logits": logits[-1], "pred_masks": masks[-1], "aux_outputs": aux, "frame_layers": lyr,
+                "pred_fq_embed": vid["fq_embed"].transpose(0, 1), "pred_cq_embed": vid["cq_embed"][-1].transpose(0, 1)}
 
     def forward(self, images: torch.Tensor) -> dict:
         """images: (B, T, 3, H, W) 0..255 -> {"frame": ..., "video": ...} for the group of the current step

@@ -9,7 +9,8 @@ Steps for one video:
    scores (stable sort: ties keep query-major order), no threshold.
 4. Mask logits upsampled (bilinear) to the padded input size, cropped to the valid region, resized (bilinear) to
    the original H0 x W0 and binarised at logit 0.
-5. Score = class probability x mean sigmoid over the pixels (all frames) whose sigmoid is > 0.5.
+5. Score = class probability x mean sigmoid over the pixels (all frames) whose sigmoid is > 0.5, taken on the
+   mask at the network's input resolution (step 4 before the resize to H0 x W0), as the authors' code does.
 
 Frames whose binarised mask is empty are written as an EMPTY compressed RLE (not ``null``): the YouTube-VIS
 evaluator decodes it to zero area, which is what an empty prediction means, and the file stays uniform.
@@ -56,27 +57,37 @@ def select_topk(probs: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Ten
     return flat[order], order // num_classes, order % num_classes
 
 
+def input_track(logits: torch.Tensor, padded: tuple[int, int], valid: tuple[int, int]) -> torch.Tensor:
+    """Mask logits (T, h, w) -> (T, Hv, Wv) at the network's input resolution: upsampled (bilinear) to the
+    padded input size, cropped to the valid (unpadded) region."""
+    x = F.interpolate(logits[:, None].float(), size=padded, mode="bilinear", align_corners=False)
+    return x[:, 0, :valid[0], :valid[1]]
+
+
 def resize_track(logits: torch.Tensor, padded: tuple[int, int], valid: tuple[int, int], orig: tuple[int, int]
                  ) -> torch.Tensor:
     """Mask logits (T, h, w) -> (T, H0, W0): upsample to the padded input, crop the valid region, resize."""
-    x = F.interpolate(logits[:, None].float(), size=padded, mode="bilinear", align_corners=False)
-    x = x[..., :valid[0], :valid[1]]
-    x = F.interpolate(x, size=orig, mode="bilinear", align_corners=False)
-    return x[:, 0]
+    x = input_track(logits, padded, valid)
+    return F.interpolate(x[:, None], size=orig, mode="bilinear", align_corners=False)[:, 0]
 
 
 def track_result(logits: torch.Tensor, sizes: tuple, chunk: int) -> tuple[list[dict], float]:
-    """One query's mask logits (T, h, w) -> (per-frame compressed RLEs at H0 x W0, mean sigmoid over fg pixels).
+    """One query's mask logits (T, h, w) -> (per-frame compressed RLEs at H0 x W0, mask score).
 
-    ``sizes`` = (padded, valid, orig) sizes; frames are resized ``chunk`` at a time to bound memory.
+    ``sizes`` = (padded, valid, orig) sizes. The mask score (mean sigmoid over the pixels whose sigmoid is > 0.5)
+    is taken on the mask at the input resolution, before the resize to H0 x W0 (method.md "Inference per
+    video"); the RLEs binarise the resized logits at 0. Frames are processed ``chunk`` at a time.
     """
+    padded, valid, orig = sizes
     segs, fg_sum, fg_count = [], 0.0, 0
     for start in range(0, logits.shape[0], chunk):
-        full = resize_track(logits[start:start + chunk], *sizes)
-        fg = full > 0
-        fg_sum += float((full.sigmoid() * fg).sum())
+        interim = input_track(logits[start:start + chunk], padded, valid)
+        soft = interim.sigmoid()
+        fg = soft > 0.5
+        fg_sum += float((soft * fg).sum())
         fg_count += int(fg.sum())
-        segs.extend(encode_mask(m) for m in fg.cpu().numpy().astype(np.bool_))
+        full = F.interpolate(interim[:, None], size=orig, mode="bilinear", align_corners=False)[:, 0]
+        segs.extend(encode_mask(m) for m in (full > 0).cpu().numpy().astype(np.bool_))
     return segs, fg_sum / (fg_count + SCORE_EPS)
 
 

@@ -33,6 +33,7 @@ DOUBLING_STEP_COST = 0.1         # per pointer-jumping step, fixed part
 DOUBLING_COST_PER_ELEMENT = 1.8e-5   # per pointer-jumping step, per element of (B, N, D)
 DT_MIN, DT_MAX, DT_INIT_FLOOR = 1e-3, 1e-1, 1e-4   # Mamba's dt initialisation range
 DT_RANK_DIVISOR = 16             # Mamba's dt_rank="auto": ceil(d_model / 16)
+LAYER_NORM_EPS = 1e-6            # the layers' pre-norms (GrootV's build_norm_layer); the mixer's own norms keep 1e-5
 
 
 # ----------------------------------------------------------------------------------------- aggregation
@@ -174,7 +175,7 @@ class TreeSSM(nn.Module):
         self.d_inner, self.d_state, self.engine = inner, d_state, engine
         self.dt_rank = math.ceil(dim / DT_RANK_DIVISOR)
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
-        self.conv = nn.Conv2d(inner, inner, kernel_size=3, padding=1, groups=inner)
+        self.conv = nn.Conv2d(inner, inner, kernel_size=3, padding=1, groups=inner, bias=False)
         self.x_proj = nn.Linear(inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, inner)
         self.A_log = nn.Parameter(torch.zeros(inner, d_state))
@@ -222,18 +223,19 @@ class TreeSSM(nn.Module):
 class TreeScanLayer(nn.Module):
     """x += DropPath(TreeSSM(LN x)); x += DropPath(MLP(LN x)). forward(x: (B, T, Q, C)) -> same shape.
 
-    tree_cfg: {"d_state", "expand", "mlp_ratio", "drop_path"} (+ optional "engine", default "auto").
+    tree_cfg: {"d_state", "expand", "mlp_ratio", "drop_path"} (+ optional "engine", default "auto");
+    ``drop_path`` (this layer's rate) overrides tree_cfg["drop_path"] when given.
     """
 
-    def __init__(self, dim: int, tree_cfg: dict):
+    def __init__(self, dim: int, tree_cfg: dict, drop_path: float | None = None):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.ssm = TreeSSM(dim, int(tree_cfg["d_state"]), int(tree_cfg["expand"]),
                            engine=tree_cfg.get("engine", "auto"))
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         hidden = int(tree_cfg["mlp_ratio"] * dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.drop_path = DropPath(float(tree_cfg["drop_path"]))
+        self.drop_path = DropPath(float(tree_cfg["drop_path"] if drop_path is None else drop_path))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, Q, C) -> (B, T, Q, C)."""
@@ -241,15 +243,24 @@ class TreeScanLayer(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def drop_path_rates(max_rate: float, num_layers: int) -> list[float]:
+    """Stochastic-depth rate of every layer: linear from 0 (first layer) to ``max_rate`` (last layer), as
+    linspace(0, max_rate, num_layers) (GrootV / the authors); a single layer gets 0. Plain Python: the model may
+    be built on the meta device."""
+    return [max_rate * i / (num_layers - 1) if num_layers > 1 else 0.0 for i in range(num_layers)]
+
+
 class VideoContextEncoder(nn.Module):
     """A stack of ``num_layers`` TreeScanLayers; the identity when num_layers == 0 (hvpl_no_context).
+    tree_cfg["drop_path"] is the LAST layer's drop-path rate; the rates rise linearly from 0 (drop_path_rates).
 
     forward(x: (B, T, Q, C)) -> (B, T, Q, C).
     """
 
     def __init__(self, dim: int, num_layers: int, tree_cfg: dict):
         super().__init__()
-        self.layers = nn.ModuleList(TreeScanLayer(dim, tree_cfg) for _ in range(num_layers))
+        rates = drop_path_rates(float(tree_cfg["drop_path"]), num_layers)
+        self.layers = nn.ModuleList(TreeScanLayer(dim, tree_cfg, drop_path=r) for r in rates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, T, Q, C) -> (B, T, Q, C)."""
