@@ -11,6 +11,24 @@ from pathlib import Path
 from hvpl.utils.errors import HVPLError
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= ``low`` (argparse reports anything else as a usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {low}")
+        return value
+    parse.__name__ = f"integer >= {low}"   # argparse names the type in its message
+    return parse
+
+
+COUNT = _int_at_least(1)       # threads, videos, sizes
+INDEX = _int_at_least(0)       # steps, seeds, worker processes
+
+
 def _add_run_config_args(p: argparse.ArgumentParser, method: bool = True) -> None:
     p.add_argument("--scenario", required=True, help="scenario name in config/scenarios/ or a YAML path")
     if method:
@@ -24,9 +42,9 @@ def _add_run_config_args(p: argparse.ArgumentParser, method: bool = True) -> Non
 
 def _add_compute_args(p: argparse.ArgumentParser, workers: bool = False) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=COUNT, default=None, help="torch CPU threads (default: torch's)")
     if workers:
-        p.add_argument("--workers", type=int, default=None,
+        p.add_argument("--workers", type=INDEX, default=None,
                        help="data-loading processes per training/inference process; results do not depend on it "
                             "(default: 0 on CPU, on CUDA the process's threads - 1, between 1 and 4)")
 
@@ -93,11 +111,13 @@ def cmd_params(args):
 
 
 def cmd_train(args):
+    from hvpl.data.frame_check import default_frame_check
     from hvpl.engine.trainer import train_step
 
     train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
                prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
-               device=args.device, threads=args.threads, workers=args.workers)
+               device=args.device, threads=args.threads, workers=args.workers,
+               frame_check=args.frame_check or default_frame_check())
 
 
 def cmd_ogc_memory(args):
@@ -145,45 +165,50 @@ def cmd_claim_gpus(args):
 
 def _add_synth_parser(sub) -> None:
     p = sub.add_parser("synth", help="write the synthetic benchmark in the YouTube-VIS layout")
-    p.add_argument("--scenario", default="synth_4-2")
+    p.add_argument("--scenario", default="synth_4-2",
+                   help="scenario with a 'synthetic' section: its classes and dataset settings (default synth_4-2)")
     p.add_argument("--out", required=True, help="dataset root: writes train.json and train/JPEGImages/")
-    for key in ("num_videos", "num_frames", "height", "width", "seed"):
-        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None)
+    for key, kind, what in (("num_videos", COUNT, "videos to write"), ("num_frames", COUNT, "frames per video"),
+                            ("height", COUNT, "frame height in pixels"), ("width", COUNT, "frame width in pixels"),
+                            ("seed", INDEX, "generator seed")):
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None,
+                       help=f"{what} (default: the scenario's synthetic.{key})")
     p.set_defaults(func=cmd_synth)
 
 
 def _add_split_parser(sub) -> None:
     p = sub.add_parser("split", help="class-incremental split: classes.json, train_step{t}.json, test_step{t}.json")
-    p.add_argument("--scenario", required=True)
+    p.add_argument("--scenario", required=True, help="scenario name in config/scenarios/ or a YAML path")
     p.add_argument("--data-root", default=None,
                    help="dataset root (layouts of protocol.md Section 1; default: the scenario's data.root, "
                         "else $DATASETS_ROOT)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=None, help="re-split seed (default: the scenario's)")
+    p.add_argument("--out", required=True, help="split folder: writes classes.json, train_step{t}.json, "
+                                                "test_step{t}.json, split_info.json")
+    p.add_argument("--seed", type=INDEX, default=None, help="re-split seed (default: the scenario's)")
     p.set_defaults(func=cmd_split)
 
 
 def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="YouTube-VIS AP/AR of a results file")
-    p.add_argument("--gt", required=True)
-    p.add_argument("--results", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--gt", required=True, help="ground-truth YouTube-VIS JSON (e.g. test_step{t}.json)")
+    p.add_argument("--results", required=True, help="predictions JSON of hvpl predict")
+    p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--classes", default=None, help="classes.json: adds per-task and old/new breakdowns")
-    p.add_argument("--step", type=int, default=None, help="the step these results belong to (with --classes)")
+    p.add_argument("--step", type=INDEX, default=None, help="the step these results belong to (with --classes)")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _add_forgetting_parser(sub) -> None:
     p = sub.add_parser("forgetting", help="FAP/FAR1 (class- and task-wise), standard forgetting, AP old/new")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of steps 0..t, in order")
-    p.add_argument("--classes", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--classes", required=True, help="classes.json of the split (the class ids of each step)")
+    p.add_argument("--out", required=True, help="forgetting.json to write")
     p.set_defaults(func=cmd_forgetting)
 
 
 def _add_summarize_parser(sub) -> None:
     p = sub.add_parser("summarize", help="results/summary.csv and plots from every run")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument("--results-dir", default="results", help="root of the results layout (default: results)")
     p.add_argument("--out", default=None, help="default: RESULTS_DIR/summary.csv")
     p.add_argument("--plots-dir", default=None, help="default: RESULTS_DIR/plots")
     p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
@@ -193,7 +218,7 @@ def _add_summarize_parser(sub) -> None:
 def _add_params_parser(sub) -> None:
     p = sub.add_parser("params", help="trainable / total parameters of the model step T trains")
     _add_run_config_args(p)
-    p.add_argument("--step", type=int, required=True)
+    p.add_argument("--step", type=INDEX, required=True, help="step T (0 = the base step)")
     p.set_defaults(func=cmd_params)
 
 
@@ -201,14 +226,18 @@ def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train step T of one (scenario, method, seed)")
     _add_run_config_args(p)
     _add_compute_args(p, workers=True)
-    p.add_argument("--step", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-json", required=True)
+    p.add_argument("--step", type=INDEX, required=True, help="step T to train (0 = the base step)")
+    p.add_argument("--seed", type=INDEX, default=0, help="training seed (default 0)")
+    p.add_argument("--train-json", required=True, help="step T training JSON (train_step{T}.json of the split)")
     p.add_argument("--out-dir", required=True, help="writes model_final.pth and train_log.jsonl")
     p.add_argument("--prev-model", default=None, help="step T-1 model_final.pth (required for T >= 1)")
     p.add_argument("--ogc-basis", default=None, help="step T ogc_basis.pt (methods with OGC)")
     p.add_argument("--ckpt-dir", default=None,
                    help="periodic checkpoints (default: OUT_DIR/../checkpoints/<name of OUT_DIR>)")
+    p.add_argument("--frame-check", choices=("decode", "exists"), default=None,
+                   help="before training, decode every frame of the training JSON once (decode; remembered per "
+                        "dataset in .hvpl_frames_checked.json) or only check the files exist (exists); default "
+                        "$HVPL_FRAME_CHECK, else decode")
     p.set_defaults(func=cmd_train)
 
 
@@ -216,12 +245,12 @@ def _add_ogc_memory_parser(sub) -> None:
     p = sub.add_parser("ogc-memory", help="OGC basis for step T from the step T-1 model and data")
     _add_run_config_args(p)
     _add_compute_args(p)
-    p.add_argument("--step", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prev-model", required=True)
+    p.add_argument("--step", type=INDEX, required=True, help="step T >= 1 whose basis is built")
+    p.add_argument("--seed", type=INDEX, default=0, help="seed of the frame sampling (default 0)")
+    p.add_argument("--prev-model", required=True, help="step T-1 model_final.pth")
     p.add_argument("--train-json", required=True, help="step T-1 training JSON")
     p.add_argument("--prev-basis", default=None, help="step T-1 ogc_basis.pt, accumulated into the new one")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="ogc_basis.pt to write")
     p.set_defaults(func=cmd_ogc_memory)
 
 
@@ -229,11 +258,12 @@ def _add_predict_parser(sub) -> None:
     p = sub.add_parser("predict", help="a trained step over its test JSON -> YouTube-VIS results")
     _add_compute_args(p, workers=True)
     p.add_argument("--model", dest="model_path", required=True,
-                   help="a model_final.pth of hvpl train, or an authors' HVPL checkpoint (then --scenario, "
+                   help="model_final.pth of a trained step T, or an authors' HVPL checkpoint (then --scenario, "
                         "--model-size, --set and --classes describe it)")
-    p.add_argument("--test-json", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--max-videos", type=int, default=None)
+    p.add_argument("--test-json", required=True,
+                   help="test JSON whose categories are the model's classes (test_step{T}.json of the split)")
+    p.add_argument("--out", required=True, help="predictions JSON to write (YouTube-VIS results format)")
+    p.add_argument("--max-videos", type=COUNT, default=None, help="predict only the first N videos (default: all)")
     p.add_argument("--image-root", default=None,
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
     _add_authors_args(p, "--model-size", required=False)
@@ -267,7 +297,7 @@ def _add_convert_parser(sub) -> None:
 def _add_claim_gpus_parser(sub) -> None:
     p = sub.add_parser("claim-gpus", help="run COMMAND on N GPUs no other job of this machine holds (local "
                                           "GPU runs of the workflow; a no-op under SLURM)")
-    p.add_argument("--count", type=int, default=1, help="GPUs the command needs (default 1)")
+    p.add_argument("--count", type=INDEX, default=1, help="GPUs the command needs (default 1)")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait for free GPUs (default: no limit)")
     p.add_argument("command_line", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
                    help="run with CUDA_VISIBLE_DEVICES set to the claimed GPUs; the locks ($HVPL_GPU_LOCK_DIR) "

@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import yaml
 
 from hvpl.utils.errors import HVPLError
+from hvpl.utils.schema import check_schema
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
 
@@ -40,10 +41,20 @@ def load_yaml(path: str | os.PathLike) -> dict:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise HVPLError(f"{path}: invalid YAML: {exc}") from exc
+        raise HVPLError(f"{path}: invalid YAML: {yaml_error_text(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise HVPLError(f"{path}: invalid YAML (not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start})") from exc
     if not isinstance(data, dict):
         raise HVPLError(f"{path}: expected a mapping at the top level")
     return data
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A PyYAML error in one line: what is wrong and where (1-based line and column)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
 
 
 def _resolve(name_or_path: str, kind: str) -> Path:
@@ -59,92 +70,31 @@ def _resolve(name_or_path: str, kind: str) -> Path:
                     f"known: {', '.join(known)}")
 
 
-REQUIRED_SCENARIO_KEYS = ("name", "dataset", "num_classes", "base", "increment", "model", "prompts_per_task",
-                          "logit_deltas", "detections_per_video", "train", "input", "split", "data")
-
-
-# Values checked after loading and after --set: dotted key -> (kind, bound). Kinds: "int" integer >= bound,
-# "num" number >= bound, "pos" number > 0, "pos?" null or number > 0, "frac" number in (0, 1], "unit" number in
-# [0, 1], "ints" a non-empty list of integers >= bound, "ints?" null or such a list. Absent keys pass.
-SCENARIO_VALUE_RULES = {
-    "num_classes": ("int", 1), "base": ("int", 1), "increment": ("int", 1), "prompts_per_task": ("int", 1),
-    "detections_per_video": ("int", 1), "train.step0_iters": ("int", 1), "train.inc_iters": ("int", 1),
-    "train.step0_lr_drop": ("int", 0), "train.lr": ("pos", None), "train.weight_decay": ("num", 0),
-    "train.backbone_lr_mult": ("num", 0), "train.clip_grad": ("pos?", None), "train.batch_size": ("int", 1),
-    "train.frames_step0": ("int", 1), "train.frames_inc": ("int", 1), "train.frame_range": ("int", 0),
-    "train.ogc_threshold": ("frac", None), "train.ogc_samples": ("int", 1), "train.checkpoint_period": ("int", 0),
-    "train.log_period": ("int", 1),
-    "input.min_size_train": ("ints", 1), "input.max_size_train": ("int", 1), "input.min_size_test": ("int", 1),
-    "input.max_size_test": ("int", 1), "input.aug_resize": ("ints?", 1), "input.aug_max_size": ("int", 1),
-    "input.aug_prob": ("unit", None), "input.crop": ("ints?", 1),
-}
-MODEL_VALUE_RULES = {
-    "hidden_dim": ("int", 1), "classifier_layers": ("int", 1), "backbone.freeze_at": ("int", 0),
-    "pixel_decoder.num_layers": ("int", 0), "pixel_decoder.num_heads": ("int", 1),
-    "pixel_decoder.num_points": ("int", 1), "pixel_decoder.ffn_dim": ("int", 1),
-    "frame_decoder.num_layers": ("int", 1), "frame_decoder.num_heads": ("int", 1),
-    "frame_decoder.ffn_dim": ("int", 1), "frame_decoder.num_queries": ("int", 1),
-    "frame_decoder.mask_mlp_layers": ("int", 1), "video_decoder.num_queries": ("int", 1),
-    "video_decoder.enc_layers": ("int", 0), "video_decoder.dec_layers": ("int", 1),
-    "video_decoder.num_heads": ("int", 1), "video_decoder.ffn_dim": ("int", 1),
-    "video_decoder.num_frame_layers_train": ("int", 1), "video_decoder.tree_scan.d_state": ("int", 1),
-    "video_decoder.tree_scan.expand": ("int", 1), "video_decoder.tree_scan.mlp_ratio": ("pos", None),
-    "video_decoder.tree_scan.drop_path": ("unit", None), "loss.class_weight": ("num", 0),
-    "loss.mask_weight": ("num", 0), "loss.dice_weight": ("num", 0), "loss.sim_weight": ("num", 0),
-    "loss.no_object_weight": ("num", 0), "loss.num_points": ("int", 1), "loss.oversample_ratio": ("num", 1),
-    "loss.importance_sample_ratio": ("unit", None), "inference.chunk_frames": ("int", 1),
-}
-_KIND_TEXT = {"int": "an integer >= {}", "num": "a number >= {}", "pos": "a number > 0",
-              "pos?": "null or a number > 0", "frac": "a number in (0, 1]", "unit": "a number in [0, 1]",
-              "ints": "a non-empty list of integers >= {}", "ints?": "null or a non-empty list of integers >= {}"}
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _value_ok(value: Any, kind: str, bound) -> bool:
-    if kind.endswith("?") and value is None:
-        return True
-    if kind.startswith("ints"):
-        return isinstance(value, list) and bool(value) and all(_value_ok(v, "int", bound) for v in value)
-    if not _is_number(value) or (kind == "int" and not isinstance(value, int)):
-        return False
-    if kind in ("int", "num"):
-        return value >= bound
-    if kind == "unit":
-        return 0 <= value <= 1
-    return 0 < value <= 1 if kind == "frac" else value > 0
-
-
-def check_values(cfg: dict, rules: dict, where: str) -> None:
-    """HVPLError naming ``where`` and the key for the first value of ``cfg`` breaking ``rules``."""
-    for dotted, (kind, bound) in rules.items():
-        node = cfg
-        *sections, key = dotted.split(".")
-        for section in sections:
-            node = node.get(section) if isinstance(node, dict) else None
-        if isinstance(node, dict) and key in node and not _value_ok(node[key], kind, bound):
-            raise HVPLError(f"{where}: {dotted} = {node[key]!r}: expected {_KIND_TEXT[kind].format(bound)}")
-
-
 def check_scenario(scenario: dict, where: str) -> None:
-    """Required keys, value kinds/ranges (SCENARIO_VALUE_RULES), numeric logit_deltas and B-I consistency;
-    HVPLError naming ``where`` and the key."""
-    missing = [k for k in REQUIRED_SCENARIO_KEYS if k not in scenario]
-    if missing:
-        raise HVPLError(f"{where}: missing keys {missing}")
-    check_values(scenario, SCENARIO_VALUE_RULES, where)
-    deltas = scenario["logit_deltas"]
-    if not isinstance(deltas, list) or not deltas or not all(_is_number(d) for d in deltas):
-        raise HVPLError(f"{where}: logit_deltas = {deltas!r}: expected a non-empty list of numbers")
+    """The scenario schema (hvpl/schemas/scenario.schema.yaml: keys, kinds, ranges) and what it cannot say:
+    class_order lists num_classes ids, input.crop is [min, max] with min <= max, num_classes - base is a
+    non-negative multiple of increment. HVPLError naming ``where`` and the key."""
+    check_schema(scenario, "scenario", where)
+    order = scenario.get("class_order")
+    if order is not None and len(order) != scenario["num_classes"]:
+        raise HVPLError(f"{where}: class_order lists {len(order)} category ids, num_classes is "
+                        f"{scenario['num_classes']}")
     crop = (scenario.get("input") or {}).get("crop")
-    if isinstance(crop, list) and (len(crop) != 2 or crop[0] > crop[1]):
+    if isinstance(crop, list) and crop[0] > crop[1]:
         raise HVPLError(f"{where}: input.crop = {crop!r}: expected null or [min, max] with min <= max")
     rest = scenario["num_classes"] - scenario["base"]
     if rest < 0 or rest % scenario["increment"]:
         raise HVPLError(f"{where}: num_classes - base must be a non-negative multiple of increment "
                         f"(got K={scenario['num_classes']}, B={scenario['base']}, I={scenario['increment']})")
+
+
+def check_model_config(model: dict, where: str) -> None:
+    """The model schema (hvpl/schemas/model.schema.yaml); HVPLError naming ``where`` and the key."""
+    check_schema(model, "model", where)
 
 
 def load_scenario(name_or_path: str) -> dict:
@@ -161,7 +111,7 @@ def load_scenario(name_or_path: str) -> dict:
 def load_model_config(name_or_path: str) -> dict:
     path = _resolve(name_or_path, "models")
     model = load_yaml(path)
-    check_values(model, MODEL_VALUE_RULES, str(path))
+    check_model_config(model, str(path))
     return model
 
 
@@ -217,7 +167,11 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise HVPLError(f"--set {item}: expected KEY=VALUE")
         key, raw = item.split("=", 1)
-        set_by_path(cfg, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise HVPLError(f"--set {item}: the value is not valid YAML: {yaml_error_text(exc)}") from exc
+        set_by_path(cfg, key.strip(), value)
     return cfg
 
 
@@ -232,7 +186,7 @@ def load_run_config(scenario: str, method: str = "hvpl", model: str | None = Non
     cfg = apply_overrides(cfg, overrides)
     if overrides:
         check_scenario(cfg["scenario"], f"scenario '{sc['name']}' with --set")
-        check_values(cfg["model"], MODEL_VALUE_RULES, f"model '{cfg['model'].get('name')}' with --set model.")
+        check_model_config(cfg["model"], f"model '{cfg['model'].get('name')}' with --set model.")
     return cfg
 
 

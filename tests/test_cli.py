@@ -61,3 +61,38 @@ def test_synth_writes_the_scenario_classes_with_the_size_overrides(tmp_path, cap
     assert [(v["length"], v["height"], v["width"]) for v in data["videos"]] == [(2, 32, 40)] * 3
     assert main(["synth", "--scenario", "ytvis2019_20-2", "--out", str(tmp_path / "e")]) == 2
     assert "has no 'synthetic' section" in capsys.readouterr().err
+
+
+def _options(parser):
+    """(subcommand, option strings, action) of every option and positional of every subcommand."""
+    import argparse
+
+    for sub in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        for name, p in sub.choices.items():
+            for action in p._actions:
+                if not isinstance(action, argparse._HelpAction):
+                    yield name, action.option_strings or [action.dest], action
+
+
+def test_every_option_has_help_text():
+    from hvpl.cli import build_parser
+
+    options = list(_options(build_parser()))
+    assert len(options) > 50
+    missing = [f"{name} {'/'.join(opts)}" for name, opts, action in options if not (action.help or "").strip()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--threads", "-1"], "argument --threads: -1 is below the minimum 1"),
+    (["train", "--workers", "-2"], "argument --workers: -2 is below the minimum 0"),
+    (["predict", "--max-videos", "-3"], "argument --max-videos: -3 is below the minimum 1"),
+    (["predict", "--max-videos", "0"], "argument --max-videos: 0 is below the minimum 1"),
+    (["ogc-memory", "--seed", "x"], "argument --seed: 'x' is not an integer"),
+    (["synth", "--num-videos", "0"], "argument --num-videos: 0 is below the minimum 1"),
+    (["params", "--step", "-1"], "argument --step: -1 is below the minimum 0"),
+])
+def test_negative_counts_are_usage_errors(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and f"hvpl {argv[0]}: error: {message}" in capsys.readouterr().err

@@ -129,3 +129,87 @@ def test_exponent_without_a_dot_is_a_number():
     """PyYAML reads 1e-4 as a string; where a number is expected it is taken as one."""
     cfg = load_run_config("synth_smoke", "hvpl", None, ["scenario.train.lr=1e-4"])
     assert cfg["scenario"]["train"]["lr"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"name: x\ntrain: [1,\n  lr: 2\n", r"bad.yaml: invalid YAML: .* \(line \d+, column \d+\)$"),
+    (b"name: \xff\xfe\n", r"bad.yaml: invalid YAML \(not UTF-8 text: byte 0xff at offset 6\)"),
+])
+def test_a_scenario_file_that_is_not_yaml_names_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(HVPLError, match=message):
+        load_scenario(str(path))
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line():
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "params", "--scenario", "synth_smoke", "--step", "0",
+                          "--set", "scenario.train.lr=[1,"], capture_output=True, text=True)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.count("\n") == 1
+    assert res.stderr.startswith("error: --set scenario.train.lr=[1,: the value is not valid YAML: expected the "
+                                 "node content, but found '<stream end>' (line 1, column 4)")
+
+
+def _scenario_file(tmp_path, edit, name="synth_smoke"):
+    scenario = yaml.safe_load((config_dir() / "scenarios" / f"{name}.yaml").read_text())
+    edit(scenario)
+    path = tmp_path / "scenarios" / f"{name}.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(scenario))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.update(class_order=[1, 2, 3, 4, 5, 5]),
+     r"class_order = \[1, 2, 3, 4, 5, 5\]: expected null or a non-empty list of distinct integers"),
+    (lambda s: s.update(class_order=[1, 2, 3]), "class_order lists 3 category ids, num_classes is 6"),
+    (lambda s: s.update(class_order=["a", 1, 2, 3, 4, 5]), r"class_order = \['a', 1, 2, 3, 4, 5\]: expected null"),
+    (lambda s: s.update(class_order=[1.0, 2, 3, 4, 5, 6]), r"class_order = \[1.0, 2, 3, 4, 5, 6\]: expected null"),
+    (lambda s: s.update(train=None), "train = None: expected a mapping"),
+    (lambda s: s["train"].pop("lr"), r"train: missing keys \['lr'\]"),
+    (lambda s: s.pop("input"), r"missing keys \['input'\]"),
+    (lambda s: s["train"].update(inc_iter=5), r"train: unknown keys \['inc_iter'\] \(known: step0_iters,"),
+    (lambda s: s.update(bogus=1), r"unknown keys \['bogus'\]"),
+    (lambda s: s["train"].update(step0_iters=20.0), "train.step0_iters = 20.0: expected an integer >= 1"),
+    (lambda s: s["train"].update(lr="1e-4"), "train.lr = '1e-4': expected a number > 0 \\(YAML 1.1 reads an exponent"),
+    (lambda s: s["data"].update(use_coco="no"), "data.use_coco = 'no': expected true/false"),
+    (lambda s: s["split"].update(test_ratio=1), r"split.test_ratio = 1: expected a number in \(0, 1\)"),
+    (lambda s: s["synthetic"].update(height=8), "synthetic.height = 8: expected an integer >= 16"),
+    (lambda s: s["input"].update(crop=[64]), r"input.crop = \[64\]: expected null or a list of 2 integers >= 1"),
+    (lambda s: s.update(name=None), "name = None: expected a string"),
+])
+def test_a_scenario_file_is_checked_against_its_schema(tmp_path, edit, message):
+    """Every key named with the file, in one line (not a TypeError later, not a schema dump)."""
+    path = _scenario_file(tmp_path, edit)
+    with pytest.raises(HVPLError, match=f"^{path}: {message}") as exc:
+        load_scenario(str(path))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(loss=None), "loss = None: expected a mapping"),
+    (lambda m: m["backbone"].update(type="vit"), "backbone.type = 'vit': expected one of tiny, resnet50"),
+    (lambda m: m["backbone"].update(channels=[16, 32]), r"backbone.channels = \[16, 32\]: expected a list of 4"),
+    (lambda m: m["video_decoder"].pop("tree_scan"), r"video_decoder: missing keys \['tree_scan'\]"),
+    (lambda m: m["frame_decoder"].update(num_querys=4), r"frame_decoder: unknown keys \['num_querys'\]"),
+    (lambda m: m.update(hidden_dim=True), "hidden_dim = True: expected an integer >= 1"),
+])
+def test_a_model_file_is_checked_against_its_schema(tmp_path, edit, message):
+    model = yaml.safe_load((config_dir() / "models" / "tiny.yaml").read_text())
+    edit(model)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(model))
+    with pytest.raises(HVPLError, match=f"^{path}: {message}"):
+        load_run_config("synth_smoke", "hvpl", str(path))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "models").glob("*.yaml")))
+def test_every_shipped_model_passes_the_schema(name):
+    assert load_run_config("synth_smoke", "hvpl", name)["model"]["name"] == name
+
+
+def test_cli_names_the_scenario_file_and_key(tmp_path):
+    path = _scenario_file(tmp_path, lambda s: s.update(train=None))
+    res = subprocess.run([sys.executable, "-m", "hvpl.cli", "params", "--scenario", str(path), "--step", "0"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr == f"error: {path}: train = None: expected a mapping\n"

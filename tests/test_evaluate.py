@@ -193,6 +193,16 @@ def test_bad_gt_entries_are_named(tmp_path, field, value, needle):
     assert not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.parametrize("value, needle", [("48", "height '48' must be an integer >= 1"),
+                                           (0, "height 0 must be an integer >= 1")])
+def test_a_bad_video_size_names_the_video_not_its_annotations(tmp_path, value, needle):
+    gt = tiny_gt()
+    gt["videos"][0]["height"] = value
+    with pytest.raises(HVPLError, match=rf"gt.json: videos\[0\] \(id {gt['videos'][0]['id']}\): {needle}"):
+        evaluate_files(write(tmp_path, "gt.json", gt), write(tmp_path, "res.json", []), tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
 def _cli(tmp_path, gt, res):
     out = tmp_path / "out" / "metrics.json"
     proc = subprocess.run([str(HVPL), "evaluate", "--gt", str(gt), "--results", str(res), "--out", str(out)],

@@ -118,3 +118,23 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(HVPLError, match="bad.json"):
         forgetting_files([bad], classes, tmp_path / "f.json")
     assert not (tmp_path / "f.json").exists()
+
+
+@pytest.mark.parametrize("edit, where, message", [
+    (lambda ms, c: ms[0].update(step="x"), "stepx/metrics.json", "step: x is outside"),
+    (lambda ms, c: ms[1]["stats"].pop("AP"), "step1/metrics.json", "stats.AP: None must be a number"),
+    (lambda ms, c: ms[1]["stats"].update(AP="0.5"), "step1/metrics.json", "stats.AP: '0.5' must be a number"),
+    (lambda ms, c: ms[1].update(per_class=[1]), "step1/metrics.json", "per_class: must be a mapping"),
+    (lambda ms, c: ms[1]["per_class"].update({"1": 5}), "step1/metrics.json", "per_class.1: 5 must be"),
+    (lambda ms, c: ms[1]["per_class"]["1"].update(AP="x"), "step1/metrics.json", "per_class.1: .* must be"),
+    (lambda ms, c: c.__setitem__(0, [[1], 2]), "classes.json", "steps: must be a non-empty list of lists"),
+])
+def test_malformed_metrics_or_classes_are_named(tmp_path, edit, where, message):
+    """Loadable JSON of the wrong shape: the file and entry named, not a TypeError/KeyError traceback."""
+    ms = [metrics(t, ap) for t, ap in enumerate(WORKED)]
+    steps = [list(s) for s in STEPS]
+    edit(ms, steps)
+    paths, classes = write_run(tmp_path, ms, steps)
+    with pytest.raises(HVPLError, match=f"{where}: {message}"):
+        forgetting_files(paths, classes, tmp_path / "f.json")
+    assert not (tmp_path / "f.json").exists()

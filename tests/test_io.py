@@ -39,3 +39,12 @@ def test_read_json_names_the_file(tmp_path):
         read_json(bad)
     with pytest.raises(HVPLError, match="missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", b'{"a": "\xe9t\xe9"}'])
+def test_read_json_of_a_binary_or_non_utf8_file_names_the_file(tmp_path, content):
+    """A JPEG or Latin-1 text passed as JSON: an HVPLError, not a UnicodeDecodeError traceback."""
+    bad = tmp_path / "train.json"
+    bad.write_bytes(content)
+    with pytest.raises(HVPLError, match=r"train.json: not valid JSON \(not UTF-8 text: byte 0x"):
+        read_json(bad)

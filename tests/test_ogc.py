@@ -141,6 +141,96 @@ def test_basis_file_round_trip_and_errors(tmp_path):
         load_basis(tmp_path / "junk.pt")
 
 
+def _write_basis(path, basis, step=1):
+    """A basis file as save_basis writes it, with any tensor as its basis (no checks on the way out)."""
+    torch.save({"basis": basis, "energy_threshold": 0.7, "num_features": 30, "step": step}, path)
+    return path
+
+
+def test_bases_from_gpm_update_pass_the_orthonormality_check_at_every_step():
+    """The tolerance is not tighter than what float32 storage of an exactly orthonormal basis gives: 12 steps of
+    accumulation at the paper's width (each step's basis read back as float32, as from its file)."""
+    from hvpl.continual.ogc import check_orthonormal, orthonormal_tolerance
+
+    gen = torch.Generator().manual_seed(5)
+    M, C = None, 256
+    for threshold in [0.7, 0.97, 0.999] * 4:
+        R = torch.randn(C, 40, generator=gen) @ torch.randn(40, 300, generator=gen)
+        if M is not None:
+            R = R + 10 * M @ torch.randn(M.shape[1], 300, generator=gen)   # partly inside the old span
+        M = gpm_update(R, M, threshold)
+        check_orthonormal(M, "step")
+        gram = M.double().T @ M.double()
+        assert (gram - torch.eye(M.shape[1], dtype=torch.float64)).abs().max() < orthonormal_tolerance()
+    assert M.shape[1] > 200
+
+
+def test_threshold_one_adds_no_rounding_noise_directions():
+    """Features inside the old span with threshold 1: the residual is rounding noise, and its directions are not
+    added (they used to be, 185 columns deviating from orthonormal by 0.4)."""
+    from hvpl.continual.ogc import check_orthonormal
+
+    gen = torch.Generator().manual_seed(6)
+    M = gpm_update(torch.randn(256, 100, generator=gen, dtype=torch.float64), None, 0.9)
+    R = M.double() @ torch.randn(M.shape[1], 500, generator=gen, dtype=torch.float64)
+    out = gpm_update(R, M, 1.0)
+    assert torch.equal(out, M)
+    check_orthonormal(gpm_update(R + 1e-3 * torch.randn(256, 500, generator=gen, dtype=torch.float64), M, 1.0), "")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda M: M * 1.5, "columns are not orthonormal \\(max \\|M\\^T M - I\\| = 1.25"),
+    (lambda M: M + 1e-3 * torch.ones_like(M), "columns are not orthonormal"),
+    (lambda M: torch.where(torch.arange(M.numel()).reshape(M.shape) == 3, float("nan"), M),
+     "1 non-finite value\\(s\\)"),
+    (lambda M: torch.full_like(M, float("inf")), "32 non-finite"),
+    (lambda M: torch.eye(8, 9), "9 columns for 8 channels"),
+    (lambda M: M.to(torch.int64), "dtype torch.int64, expected a floating-point tensor"),
+])
+def test_a_basis_file_that_is_not_an_orthonormal_basis_is_refused(tmp_path, make, message):
+    M = gpm_update(torch.randn(8, 30, generator=torch.Generator().manual_seed(1)), None, 0.7)
+    path = _write_basis(tmp_path / "ogc_basis.pt", make(M))
+    with pytest.raises(HVPLError, match=f"{path}: entry 'basis': {message}"):
+        load_basis(path, channels=8, step=1)
+
+
+def test_a_sample_space_basis_is_checked_for_values_and_shape_only(tmp_path):
+    """The authors' accumulation (hvpl_ogc_authors), reproduced as it is, is not orthonormal with threshold 1."""
+    M = torch.eye(8, 3) * 2
+    path = tmp_path / "b.pt"
+    torch.save({"basis": M, "energy_threshold": 1.0, "num_features": 8, "step": 2, "space": "sample"}, path)
+    assert torch.equal(load_basis(path, step=2, space="sample"), M)
+    torch.save({"basis": M * float("nan"), "energy_threshold": 1.0, "num_features": 8, "step": 2,
+                "space": "sample"}, path)
+    with pytest.raises(HVPLError, match="24 non-finite"):
+        load_basis(path, step=2, space="sample")
+
+
+def test_cli_refuses_a_bad_basis_in_train_and_ogc_memory(tiny_split_dir, tmp_path, capsys):
+    """`ogc-memory --prev-basis` and `train --ogc-basis`: exit 2 naming the file, before any output."""
+    from hvpl.cli import main
+    from hvpl.config import load_run_config
+
+    sets = ["model.frame_decoder.num_queries=6"]
+    cfg = load_run_config("synth_smoke", "hvpl", None, sets)
+    m0 = save_untrained(cfg, 0, tiny_split_dir / "train_step0.json", None, tmp_path / "m0.pth")
+    save_untrained(cfg, 1, tiny_split_dir / "train_step1.json", m0, tmp_path / "m1.pth")
+    C = cfg["model"]["hidden_dim"]
+    skewed = torch.linalg.qr(torch.randn(C, 5, generator=torch.Generator().manual_seed(2)))[0] * 2
+    common = ["--scenario", "synth_smoke", "--set", sets[0]]
+    for step, argv in [(1, ["ogc-memory", *common, "--step", "2", "--prev-model", str(tmp_path / "m1.pth"),
+                            "--train-json", str(tiny_split_dir / "train_step1.json"), "--out", str(tmp_path / "b.pt")]),
+                       (1, ["train", *common, "--step", "1", "--prev-model", str(tmp_path / "m0.pth"), "--train-json",
+                            str(tiny_split_dir / "train_step1.json"), "--out-dir", str(tmp_path / "s1")])]:
+        for bad, message in [(skewed, "columns are not orthonormal"), (skewed * float("nan"), f"{C * 5} non-finite")]:
+            basis = _write_basis(tmp_path / "prev.pt", bad.float(), step=step)
+            flag = "--prev-basis" if argv[0] == "ogc-memory" else "--ogc-basis"
+            assert main([*argv, flag, str(basis)]) == 2
+            err = capsys.readouterr().err.splitlines()
+            assert err[-1].startswith(f"error: {basis}: entry 'basis': {message}") and "Traceback" not in err
+            assert not (tmp_path / "b.pt").exists() and not (tmp_path / "s1" / "model_final.pth").exists()
+
+
 _CHILD = """
 import sys, torch
 torch.set_num_threads(1)

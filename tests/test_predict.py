@@ -85,3 +85,19 @@ def test_frames_of_a_json_without_image_root_come_from_the_cli(models, tiny_spli
     assert main(["predict", "--model", str(step0), "--test-json", str(tmp_path / "valid.json"), "--out",
                  str(tmp_path / "p.json"), "--max-videos", "2", "--image-root", str(frames)]) == 0
     assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps(ref))
+
+
+def test_a_model_of_a_later_step_on_an_earlier_test_json_is_refused(models, tiny_split_dir, tmp_path, capsys):
+    """A step-1 model predicts step-1 classes that test_step0.json lacks: refused before any prediction is written
+    (evaluate would reject the file); an earlier model on a later JSON only warns."""
+    from hvpl.cli import main
+
+    step0, step1 = models
+    out = tmp_path / "p.json"
+    assert main(["predict", "--model", str(step1), "--test-json", str(tiny_split_dir / "test_step0.json"),
+                 "--out", str(out), "--max-videos", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tiny_split_dir / 'test_step0.json'}: categories lack classes [3, 4]")
+    assert "test_step1.json" in err and not out.exists()
+    predict(step0, tiny_split_dir / "test_step1.json", out, max_videos=1)
+    assert "warning:" in capsys.readouterr().err and out.is_file()

@@ -284,6 +284,43 @@ def test_invalid_config_stops_before_any_job(tmp_path, change, key):
     assert not made & {"results", "resources", "logs"}, made
 
 
+def test_config_errors_are_one_line_naming_the_file(tmp_path):
+    """A YAML syntax error in the default config names the file and line (Snakemake's own message names neither);
+    a schema error names the --configfile and the key, without Snakemake's dump of the schema."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("scenarios: [synth_smoke\nmethods: [hvpl]\n")
+    res = run_snakemake("-n", "all", workdir=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "config/config.yaml: invalid YAML: expected ',' or ']', but got ':' (line 2, column 8)" in out
+    cfg = write_config(tmp_path / "bad.yaml", bogus_key=1)
+    res = run_snakemake("-n", "all", "--configfile", str(cfg), workdir=tmp_path)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Failed validating" not in out and len(out.splitlines()) < 10
+    assert f"{cfg}: unknown keys ['bogus_key'] (known: scenarios, methods," in out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda sc: sc.update(class_order=[1, 2, 3, 4, 5, 5]),
+     "class_order = [1, 2, 3, 4, 5, 5]: expected null or a non-empty list of distinct integers"),
+    (lambda sc: sc.update(class_order=[1, 2, 3, 4, 5]), "class_order lists 5 category ids, num_classes is 6"),
+    (lambda sc: sc.update(train=None), "train = None: expected a mapping"),
+])
+def test_a_bad_scenario_file_stops_the_plan_naming_file_and_key(tmp_path, edit, message):
+    """Checked against the scenario schema when the workflow is parsed (`snakemake -n`), not after synth/split ran
+    or as an InputFunctionException."""
+    scenarios = tmp_path / "config" / "scenarios"
+    scenarios.mkdir(parents=True)
+    scenario = yaml.safe_load((REPO / "config" / "scenarios" / "synth_smoke.yaml").read_text())
+    edit(scenario)
+    (scenarios / "synth_smoke.yaml").write_text(yaml.safe_dump(scenario))
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=tmp_path,
+                        env={"HVPL_CONFIG_DIR": str(tmp_path / "config")})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "InputFunctionException" not in out
+    assert f"{scenarios / 'synth_smoke.yaml'}: {message}" in out
+
+
 @pytest.mark.parametrize("target, message", [
     ("results/synth_smoke/hvpl/seed0/step5/metrics.json", "synth_smoke/hvpl: no step 5 (its steps: 0, 1, 2)"),
     ("results/synth_smoke/joint/seed0/step0/metrics.json", "synth_smoke/joint: no step 0 (its steps: 2)"),

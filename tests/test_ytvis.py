@@ -57,6 +57,18 @@ def test_load_valid(tmp_path):
      r"annotations\[2\] \(id 3\) frame 1: RLE 'counts' cover 5 pixels, the mask has 4x5"),
     (lambda d: d["annotations"][2]["segmentations"].__setitem__(1, {"size": [4, 5], "counts": "4\n"}),
      r"annotations\[2\] \(id 3\) frame 1: RLE 'counts' is not a compressed RLE string"),
+    # malformed but loadable entries (issue 19 4.8): named, not a TypeError/ValueError traceback
+    (lambda d: d["videos"].__setitem__(0, 42), r"videos\[0\] must be an object, got int"),
+    (lambda d: d["annotations"].__setitem__(1, "x"), r"annotations\[1\] must be an object, got str"),
+    (lambda d: d["categories"].__setitem__(0, None), r"categories\[0\] must be an object, got NoneType"),
+    (lambda d: d["videos"][0]["file_names"].__setitem__(1, 42),
+     r"videos\[0\] \(id 1\): file_names\[1\] 42 must be a non-empty string"),
+    (lambda d: d["annotations"][1]["segmentations"][1].update(size=["a", "b"]),
+     r"annotations\[1\] \(id 2\) frame 1: RLE 'size' \['a', 'b'\] is not \[H, W\] with integers"),
+    (lambda d: d["videos"][0].update(height="4"), r"videos\[0\] \(id 1\): height '4' must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(height=0), r"videos\[1\] \(id 2\): height 0 must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(width=5.0), r"videos\[1\] \(id 2\): width 5.0 must be an integer >= 1"),
+    (lambda d: d["videos"][1].update(length="2"), r"videos\[1\] \(id 2\): length '2' must be an integer"),
 ])
 def test_validation_errors(tmp_path, mutate, message):
     data = make_vis()
@@ -142,3 +154,12 @@ def test_a_dataset_of_ones_own_has_the_youtube_vis_layout(tmp_path):
         lay = resolve_layout("mydata", root)
         assert lay.train_json == tmp_path / "mydata" / "train.json"
         assert lay.train_frames == tmp_path / "mydata" / "train" / "JPEGImages" and lay.split_files is None
+
+
+@pytest.mark.parametrize("value", [5, "", ["a"]])
+def test_an_image_root_that_is_not_a_path_is_named(tmp_path, value):
+    from hvpl.data.ytvis import image_root_of
+
+    data = dict(make_vis(), image_root=value)
+    with pytest.raises(HVPLError, match=r"t.json: image_root .* must be a non-empty string"):
+        image_root_of(data, tmp_path / "t.json")

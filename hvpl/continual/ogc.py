@@ -61,14 +61,26 @@ def gpm_update(R: torch.Tensor, prev_basis: torch.Tensor | None, threshold: floa
     R_hat = R64 - M @ (M.T @ R64)
     already = total - float((R_hat ** 2).sum())
     U, S, _ = torch.linalg.svd(R_hat, full_matrices=False)
-    k = min(_energy_rank(S ** 2, total, already, threshold), C - M.shape[1])
+    k = min(_energy_rank(S ** 2, total, already, threshold), C - M.shape[1], _numerical_rank(S, total, R.shape, M))
     if k == 0:
         return M.to(torch.float32)
     new = U[:, :k]
-    # one more Gram-Schmidt pass against the old basis: keeps [M, new] orthonormal to machine precision
-    new = new - M @ (M.T @ new)
+    # two more Gram-Schmidt passes against the old basis (M is float32-rounded, so M M^T is a projector only to
+    # ~u; each pass squares what is left): keep [M, new] orthonormal to float32 rounding
+    for _ in range(2):
+        new = new - M @ (M.T @ new)
     new, _ = torch.linalg.qr(new)
     return torch.cat([M, new], dim=1).to(torch.float32)
+
+
+def _numerical_rank(S: torch.Tensor, total: float, shape, M: torch.Tensor) -> int:
+    """Singular values of R_hat above the rounding noise of computing it: the old basis M (C, k0) is orthonormal
+    only to float32 rounding (|M^T M - I| <= 2u), which leaves up to ~2u k0 ||R|| of the span in R_hat, and the
+    float64 SVD adds ~eps max(C, N) ||R||. Directions below that are noise (e.g. threshold 1 with features inside
+    the span): adding them would make the basis non-orthonormal."""
+    u32 = torch.finfo(torch.float32).eps / 2
+    noise = (2 * u32 * M.shape[1] + torch.finfo(torch.float64).eps * max(shape)) * total ** 0.5
+    return int((S > noise).sum())
 
 
 def project_gradient(g: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
@@ -121,7 +133,41 @@ def load_basis(path: str | Path, channels: int | None = None, step: int | None =
     if space is not None and data.get("space", "channel") != space:
         raise HVPLError(f"{path}: entry 'space' is {data.get('space', 'channel')!r}, this method needs a {space}-space "
                         f"basis (hvpl_ogc_authors: sample, the other OGC methods: channel)")
+    # the authors' sample-space accumulation, reproduced as it is, need not give orthonormal columns (with
+    # ogc_threshold 1 it does not): only its values and shape are checked
+    check_orthonormal(basis, f"{path}: entry 'basis'", columns=data.get("space", "channel") == "channel")
     return basis.to(torch.float32)
+
+
+def orthonormal_tolerance() -> float:
+    """Largest |M^T M - I| entry a float32 copy of an orthonormal (float64) basis can show.
+
+    Rounding each entry to float32 gives M + E with |E| <= u |M| (u = eps/2, unit roundoff); then
+    |(M^T E)_ij| <= u sum_l |M_li| |M_lj| <= u ||m_i|| ||m_j|| = u (Cauchy-Schwarz on unit columns), so
+    |M^T M - I| <= 2u + u^2 entrywise. Twice that bound leaves room for the float64 QR's own (~C * 1e-16) error.
+    """
+    u = torch.finfo(torch.float32).eps / 2
+    return 2 * (2 * u + u * u)
+
+
+def check_orthonormal(basis: torch.Tensor, where: str, columns: bool = True) -> None:
+    """A (C, k) basis: floating point, finite, k <= C, and (``columns``) columns orthonormal within
+    :func:`orthonormal_tolerance` (Gram matrix in float64); HVPLError naming ``where`` and what is wrong."""
+    if not basis.is_floating_point():
+        raise HVPLError(f"{where}: dtype {basis.dtype}, expected a floating-point tensor")
+    bad = (~torch.isfinite(basis)).sum().item()
+    if bad:
+        raise HVPLError(f"{where}: {bad} non-finite value(s) (NaN or inf)")
+    C, k = basis.shape
+    if k > C:
+        raise HVPLError(f"{where}: {k} columns for {C} channels; an orthonormal basis has at most {C}")
+    if not columns:
+        return
+    M = basis.to(torch.float64)
+    deviation = (M.T @ M - torch.eye(k, dtype=torch.float64)).abs().max().item() if k else 0.0
+    if deviation > orthonormal_tolerance():
+        raise HVPLError(f"{where}: columns are not orthonormal (max |M^T M - I| = {deviation:.3g}, tolerance "
+                        f"{orthonormal_tolerance():.3g})")
 
 
 class OGCProjector:

@@ -24,9 +24,10 @@ from hvpl.utils.errors import HVPLError
 
 def _rle_size(seg: dict, where: str) -> tuple[int, int]:
     size = seg.get("size")
-    if not isinstance(size, (list, tuple)) or len(size) != 2:
-        raise HVPLError(f"{where}: RLE without a valid 'size' [H, W]")
-    return int(size[0]), int(size[1])
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)):
+        raise HVPLError(f"{where}: RLE 'size' {size!r} is not [H, W] with integers H, W >= 0")
+    return size[0], size[1]
 
 
 # pycocotools' compressed RLE writes every run length as 5-bit groups with a continuation bit, each stored as

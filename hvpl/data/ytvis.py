@@ -101,6 +101,47 @@ def _require_ids(obj: dict, keys: tuple, where: str) -> None:
         raise HVPLError(f"{where}: {bad[0]} {obj[bad[0]]!r} must be an integer or a string")
 
 
+def is_size(value) -> bool:
+    """A frame height or width: an integer >= 1 (not a bool, a float or a string)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def video_problem(video) -> str | None:
+    """What is wrong with a video entry's structure (None if nothing): an object with an id, 'height' and
+    'width' integers >= 1, 'file_names' (if present) a list of strings, 'length' (if present) an integer."""
+    if not isinstance(video, dict):
+        return f"must be an object, got {type(video).__name__}"
+    missing = [k for k in ("id", "width", "height") if k not in video]
+    if missing:
+        return f"missing keys {missing}"
+    if not is_id(video["id"]):
+        return f"id {video['id']!r} must be an integer or a string"
+    for key in ("height", "width"):
+        if not is_size(video[key]):
+            return f"{key} {video[key]!r} must be an integer >= 1"
+    names = video.get("file_names", [])
+    if not isinstance(names, list):
+        return "'file_names' must be a list"
+    bad = next((i for i, n in enumerate(names) if not isinstance(n, str) or not n), None)
+    if bad is not None:
+        return f"file_names[{bad}] {names[bad]!r} must be a non-empty string (a path)"
+    length = video.get("length", len(names))
+    if not isinstance(length, int) or isinstance(length, bool):
+        return f"length {length!r} must be an integer"
+    return None
+
+
+def video_where(video, where: str) -> str:
+    """``where`` plus the video's id when it has a usable one: ``t.json: videos[3] (id 17)``."""
+    return f"{where} (id {video['id']})" if isinstance(video, dict) and is_id(video.get("id")) else where
+
+
+def _check_entries(data: dict, key: str, path) -> None:
+    bad = next((i for i, x in enumerate(data[key]) if not isinstance(x, dict)), None)
+    if bad is not None:
+        raise HVPLError(f"{path}: {key}[{bad}] must be an object, got {type(data[key][bad]).__name__}")
+
+
 def _check_unique(items: list, where: str, what: str) -> None:
     dup = [k for k, n in Counter(x["id"] for x in items).items() if n > 1]
     if dup:
@@ -122,6 +163,7 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
     for key in ("videos", "categories", "annotations"):
         if not isinstance(data[key], list):
             raise HVPLError(f"{path}: '{key}' must be a list")
+        _check_entries(data, key, path)
     for i, c in enumerate(data["categories"]):
         _require(c, ("id", "name"), f"{path}: categories[{i}]")
         _require_ids(c, ("id",), f"{path}: categories[{i}]")
@@ -130,9 +172,9 @@ def validate_ytvis(data: dict, path: str | os.PathLike, deep: bool = True) -> No
     for i, v in enumerate(data["videos"]):
         where = f"{path}: videos[{i}]"
         _require(v, ("id", "width", "height", "file_names"), where)
-        _require_ids(v, ("id",), where)
-        if not isinstance(v["file_names"], list):
-            raise HVPLError(f"{where} (id {v['id']}): 'file_names' must be a list")
+        problem = video_problem(v)
+        if problem:
+            raise HVPLError(f"{video_where(v, where)}: {problem}")
         if "length" in v and v["length"] != len(v["file_names"]):
             raise HVPLError(f"{where} (id {v['id']}): length {v['length']} but {len(v['file_names'])} file_names")
         videos[v["id"]] = v
@@ -179,6 +221,8 @@ def image_root_of(data: dict, json_path: str | os.PathLike, image_root: str | os
     if root is None:
         raise HVPLError(f"{json_path}: no 'image_root' entry; pass the frame folder explicitly (e.g. hvpl predict "
                         "--image-root DIR)")
+    if not isinstance(root, (str, os.PathLike)) or not str(root):
+        raise HVPLError(f"{json_path}: image_root {root!r} must be a non-empty string (the frame folder)")
     root = Path(root)
     return root if root.is_absolute() else Path(json_path).resolve().parent / root
 

@@ -11,6 +11,7 @@ import torch
 
 from hvpl.engine.authors_checkpoint import load_model_or_authors
 from hvpl.engine.model_file import rebuild_model
+from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json
 from hvpl.utils.logging import log, progress
 
@@ -38,6 +39,7 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
     dataset = VideoDataset(Path(test_json), scenario["input"], image_root=image_root)
+    check_model_classes(ckpt, dataset.data, test_json)
     count = len(dataset) if max_videos is None else min(len(dataset), max(0, int(max_videos)))
     # the delta list is truncated/padded to the model's groups inside predict_video (classifier.deltas_for_groups)
     deltas = list(scenario["logit_deltas"]) if model.method.logit_manipulation else None
@@ -53,3 +55,21 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     atomic_write_json(out, results, indent=None)
     log(f"{out}: {len(results)} detections on {count} videos")
     return results
+
+
+def check_model_classes(ckpt: dict, data: dict, test_json) -> None:
+    """The classes the model has learnt (the first sum(classes_per_task) of its class order) must all be
+    categories of the test JSON: its predictions carry those category ids, and the evaluator rejects ids the
+    ground truth lacks. Categories the model has not learnt yet only get a warning (an official valid/test
+    file lists every class)."""
+    learnt = list(ckpt["class_order"])[:sum(int(n) for n in ckpt["classes_per_task"])]
+    categories = {c["id"] for c in data["categories"]}
+    missing = [c for c in learnt if c not in categories]
+    where = ckpt.get("_path", "the model")
+    if missing:
+        raise HVPLError(f"{test_json}: categories lack classes {missing} that the step-{ckpt['step']} model {where} "
+                        f"predicts; predict with the test JSON of the model's step (test_step{ckpt['step']}.json)")
+    unseen = sorted(categories - set(learnt), key=str)
+    if unseen:
+        log(f"warning: {test_json}: categories {unseen} are not among the {len(learnt)} classes the step-"
+            f"{ckpt['step']} model {where} has learnt; their AP will be 0")

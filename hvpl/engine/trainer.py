@@ -274,13 +274,16 @@ def _input_digests(cfg: dict, plan, train_json, prev_model, ogc_basis) -> dict:
 
 def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, ogc_basis=None, ckpt_dir=None,
                seed: int = 0, device: str = "cpu", threads: int | None = None, workers: int | None = None,
-               after_iteration: Callable[[int], None] | None = None) -> Path:
+               frame_check: str = "decode", after_iteration: Callable[[int], None] | None = None) -> Path:
     """Train one continual step (see the module doc). Returns the path of ``model_final.pth``.
 
     ``workers``: data-loading processes (hvpl.engine.loader; None: its default for the device); the result
     does not depend on it.
+    ``frame_check``: ``decode`` decodes every training frame once before the first iteration (cached per dataset,
+    hvpl.data.frame_check); ``exists`` only checks that the files exist.
     ``after_iteration(i)`` is called after iteration i (1-based) completes; tests use it to simulate crashes.
     """
+    from hvpl.data.frame_check import verify_dataset_frames
     from hvpl.continual.growth import count_trainable
     from hvpl.continual.ogc import load_basis
 
@@ -304,6 +307,8 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
                                space="sample" if method.ogc_authors else "channel")
         elif ogc_basis is not None:
             log(f"method '{method.name}' at step {step} does not use OGC: {ogc_basis} ignored")
+        if frame_check == "decode":   # after the cheap checks of the other inputs
+            verify_dataset_frames(dataset, threads)
         counts = count_trainable(model)
         used_basis = ogc_basis if basis is not None else None
         fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters,

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from hvpl.data.masks import FrameAreas, check_polygons, check_rle_counts, frame_areas
-from hvpl.data.ytvis import is_id
+from hvpl.data.ytvis import is_id, video_problem, video_where
 from hvpl.evaluation.ytvis_eval import YTVISEval, to_rle_and_area
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
@@ -83,7 +83,8 @@ def validate_gt(gt, path) -> tuple[dict, FrameAreas]:
     for i, v in enumerate(gt["videos"]):
         _require(isinstance(v, dict) and all(k in v for k in ("id", "height", "width")), path,
                  f"videos[{i}]", "needs 'id', 'height' and 'width'")
-        _require(is_id(v["id"]), path, f"videos[{i}]", f"id {v['id']!r} must be an integer or a string")
+        problem = video_problem(v)
+        _require(problem is None, path, video_where(v, f"videos[{i}]"), problem)
         if "length" not in v:
             _require(isinstance(v.get("file_names"), list), path, f"videos[{i}]", "needs 'length' or 'file_names'")
             v["length"] = len(v["file_names"])

@@ -18,6 +18,7 @@ have a single step N-1).
 """
 from __future__ import annotations
 
+from hvpl.data.ytvis import is_id
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 
@@ -112,14 +113,31 @@ def compute_forgetting(metrics_list: list, steps: list) -> dict:
     return {"per_step": per_step, "zero_initial_value": "contributes 0 (the authors' code counts it as 100%)"}
 
 
+def _is_value(x) -> bool:
+    """A metric: a number (-1 where the evaluator had nothing to score) or null."""
+    return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _check_metrics(m: dict, path) -> None:
+    """The entries forgetting reads: stats.AP a number, per_class a mapping of {AP, AR1} numbers or null."""
+    if not _is_value(m["stats"].get("AP")) or m["stats"].get("AP") is None:
+        raise HVPLError(f"{path}: stats.AP: {m['stats'].get('AP')!r} must be a number")
+    if not isinstance(m["per_class"], dict):
+        raise HVPLError(f"{path}: per_class: must be a mapping of category id -> {{AP, AR1}}")
+    for cid, entry in m["per_class"].items():
+        if not isinstance(entry, dict) or not all(_is_value(entry.get(k)) for k in ("AP", "AR1")):
+            raise HVPLError(f"{path}: per_class.{cid}: {entry!r} must be {{'AP': number, 'AR1': number}}")
+
+
 def _load(metrics_paths: list, steps: list) -> list:
     out = []
     for i, path in enumerate(metrics_paths):
         m = read_json(path)
         if not isinstance(m, dict) or not isinstance(m.get("stats"), dict) or "per_class" not in m:
             raise HVPLError(f"{path}: not a metrics.json of 'hvpl evaluate' (needs 'stats' and 'per_class')")
+        _check_metrics(m, path)
         m.setdefault("step", i)
-        if not 0 <= m["step"] < len(steps):
+        if not isinstance(m["step"], int) or isinstance(m["step"], bool) or not 0 <= m["step"] < len(steps):
             raise HVPLError(f"{path}: step: {m['step']} is outside the {len(steps)} steps of the classes file")
         out.append(m)
     for prev, cur, path in zip(out, out[1:], metrics_paths[1:]):
@@ -133,7 +151,8 @@ def forgetting_files(metrics_paths: list, classes_path, out_path) -> dict:
     """Read the run's metrics.json files (steps in order) and classes.json; write forgetting.json atomically."""
     classes = read_json(classes_path)
     steps = classes.get("steps") if isinstance(classes, dict) else None
-    if not isinstance(steps, list) or not steps or not all(isinstance(s, list) for s in steps):
+    if (not isinstance(steps, list) or not steps or not all(isinstance(s, list) for s in steps)
+            or not all(is_id(c) for s in steps for c in s)):
         raise HVPLError(f"{classes_path}: steps: must be a non-empty list of lists of category ids")
     if not metrics_paths:
         raise HVPLError("forgetting: no metrics files given")

@@ -69,3 +69,6 @@ def read_json(path: str | os.PathLike) -> Any:
             return json.load(f)
     except json.JSONDecodeError as exc:
         raise HVPLError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    except UnicodeDecodeError as exc:   # a binary file, or text in another encoding
+        raise HVPLError(f"{path}: not valid JSON (not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset "
+                        f"{exc.start})") from exc

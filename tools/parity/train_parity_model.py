@@ -68,7 +68,7 @@ def compare(task: int, authors: dict, ours: dict) -> dict:
     pooled = pooled_losses(ours["losses"], 10, 3, 3)
     losses = {k: {"authors": v, "ours": pooled.get(k), "rel": abs(v - pooled.get(k, float("nan"))) / abs(v)}
               for k, v in authors["losses"].items()}
-    grads, stacked = {}, {}
+    grads = {}
     for name, g in authors["grads"].items():
         o = authors_to_ours(name)
         m = re.match(r"^(.*prompt_embed)\.(\d+)\.(\d+)\.weight$", name)
