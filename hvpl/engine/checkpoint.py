@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save
 from hvpl.utils.logging import log
+from hvpl.utils.safe_load import load_torch_file
 
 KEEP = 2   # pipeline.md / engine spec: keep the latest two checkpoints
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -127,8 +129,8 @@ def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict
     """
     for iteration, path in reversed(list_checkpoints(ckpt_dir)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a file cut short by a crash outside the atomic rename; try the previous one
+            state = load_torch_file(path, "checkpoint", numpy=True)   # numpy: the RNG state
+        except HVPLError as exc:  # cut short by a crash outside the atomic rename, or foreign: try the previous one
             log(f"{path}: unreadable checkpoint skipped ({exc})")
             continue
         if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
 from hvpl.continual.methods import Method, get_method
 from hvpl.model.hvpl import HVPLModel, without_weight_files
 from hvpl.utils.errors import HVPLError
+from hvpl.utils.safe_load import load_torch_file
 
 if TYPE_CHECKING:
     from hvpl.engine.step_plan import StepPlan
@@ -34,14 +34,12 @@ def model_file_dict(cfg: dict, plan: StepPlan, model: nn.Module) -> dict:
 
 
 def load_model_file(path: str | Path) -> dict:
-    """Read a ``model_final.pth`` dict (DESIGN.md) to CPU; a missing/foreign file raises HVPLError naming it."""
+    """Read a ``model_final.pth`` dict (DESIGN.md) to CPU, tensors and plain data only (nothing in the file can
+    run code); a missing, foreign or code-carrying file raises HVPLError naming it."""
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: model file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or not a torch file
-        raise HVPLError(f"{path}: not a readable model file ({exc})") from exc
+    ckpt = load_torch_file(path, "model file")
     if not isinstance(ckpt, dict):
         raise HVPLError(f"{path}: expected a model_final.pth dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
