@@ -38,7 +38,7 @@ from hvpl.engine.loader import Batch, default_workers, iterate_batches, read_bat
 from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, load_model_file, model_file_dict
 from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_torch_save, atomic_write_text
+from hvpl.utils.io import atomic_files, atomic_write_text, write_torch
 from hvpl.utils.logging import log, progress
 
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
@@ -234,18 +234,19 @@ class StepTrainer:
                 after_iteration(it + 1)
 
     def finish(self, total_params: tuple[int, int]) -> None:
-        """Write model_final.pth and train_log.jsonl (rank 0, atomic)."""
+        """Write model_final.pth and train_log.jsonl (rank 0; both or neither)."""
         if not self.info.is_main:
             return
         trainable, total = total_params
         plan = self.plan
-        atomic_torch_save(self.out_dir / FINAL_NAME, {
-            **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
-            "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
         done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
                 "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]
-        atomic_write_text(self.out_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in lines))
+        with atomic_files([self.out_dir / FINAL_NAME, self.out_dir / LOG_NAME]) as (model_tmp, log_tmp):
+            write_torch(model_tmp, {
+                **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
+                "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+            log_tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def _set_threads(threads: int | None) -> None:
