@@ -10,8 +10,8 @@ uninterrupted single-process run sees.
 
 Outputs (rank 0, atomic): ``out_dir/model_final.pth`` (DESIGN.md) and ``out_dir/train_log.jsonl``; periodic
 checkpoints in ``ckpt_dir`` (default ``out_dir.parent / "checkpoints" / out_dir.name``), with a live copy of
-the log there, deleted once the step has finished (so a forced rerun retrains from scratch, with the code of
-then).
+the log there, replaced once the step has finished by its finished record (hvpl.engine.checkpoint): a rerun with
+the same configuration, input files and code restores the outputs instead of training; any change trains afresh.
 """
 from __future__ import annotations
 
@@ -305,6 +305,9 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         used_basis = ogc_basis if basis is not None else None
         fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters,
                                   _input_digests(cfg, plan, train_json, prev_model, used_basis))
+        done_fp = ckpt_mod.fingerprint(fp, ckpt_mod.code_digest())
+        if _restored(ckpt_dir, out_dir, done_fp, info):
+            return out_dir / FINAL_NAME
         workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
                               basis=basis, fingerprint=fp, workers=workers)
@@ -317,6 +320,21 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         trainer.run(after_iteration)
         trainer.finish(counts)
         barrier(info)
-        if info.is_main:   # finished: a rerun of this step (forced, or its folder deleted) starts afresh
+        if info.is_main:   # the checkpoints give way to the finished record (module doc)
+            ckpt_mod.record_finished(ckpt_dir, [out_dir / FINAL_NAME, out_dir / LOG_NAME], done_fp)
             ckpt_mod.remove_checkpoints(ckpt_dir, also=(LOG_NAME,))
     return out_dir / FINAL_NAME
+
+
+def _restored(ckpt_dir: Path, out_dir: Path, done_fp: str, info: DistInfo) -> bool:
+    """True when this step finished before with the same fingerprint: its outputs are put back (rank 0) and
+    nothing is trained. A record of another fingerprint is dropped (it can never be restored)."""
+    names = ckpt_mod.finished_files(ckpt_dir, done_fp)
+    barrier(info)   # every rank has decided before rank 0 changes the folder
+    if info.is_main:
+        if names:
+            ckpt_mod.restore_finished(ckpt_dir, out_dir, names)
+        else:
+            ckpt_mod.drop_finished(ckpt_dir)
+    barrier(info)
+    return names is not None
