@@ -77,9 +77,10 @@ onerror:
 
 
 rule all:
-    """Every configured (scenario, method, seed): metrics per step, forgetting, summary table and plots."""
+    """Every file of every configured (scenario, method, seed) (run_files: per step model, training log,
+    predictions, metrics, OGC basis; forgetting), the summary table and plots: a deleted one is made again."""
     default_target: True
     input:
-        [f for sc, m, s in runs() for f in run_outputs(sc, m, s)],
+        [f for sc, m, s in runs() for f in run_files(sc, m, s)],
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/plots",

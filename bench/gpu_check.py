@@ -163,7 +163,7 @@ def _check_ogc(s: _Setup, checks: Checks) -> None:
     basis, prev = s.run / "step1_ogc_basis.pt", s.step_dir(0) / FINAL_NAME
     checks.run(f"OGC memory on {s.device}", lambda: (build_memory(
         s.cfg, step=1, prev_model=prev, train_json=s.split / "train_step0.json", out=basis, seed=0,
-        device=s.device), f"basis {tuple(torch.load(basis, weights_only=False)['basis'].shape)}"))
+        device=s.device), f"basis {tuple(torch.load(basis, weights_only=True)['basis'].shape)}"))
     checks.run(f"train hvpl step 1 (OGC) on {s.device}", _train(s, 1, prev_model=prev, ogc_basis=basis))
 
 

@@ -1,6 +1,7 @@
 """The ``hvpl`` command line: one place for every subcommand; the work lives in the library modules.
 
-Every subcommand turns an :class:`HVPLError` into ``error: <message>`` on stderr and exit code 2.
+Every subcommand turns an :class:`HVPLError` into ``error: <message>`` on stderr and exit code 2, and so an
+OSError (a full disk, a read-only folder): ``error: <path>: no space left on device``.
 """
 from __future__ import annotations
 
@@ -342,11 +343,24 @@ def check_output_paths(args) -> None:
             raise HVPLError(f"--{name.replace('_', '-')} {path}: {blocking} is a file, not a folder")
 
 
+def _os_error(args, exc: OSError) -> HVPLError:
+    """An OSError no library call turned into an HVPLError (e.g. creating an output folder on a read-only file
+    system): one line naming the file, else the command's output."""
+    from hvpl.utils.io import write_error
+
+    outputs = [getattr(args, name, None) for name in ("out", "out_dir", "plots_dir")]
+    where = exc.filename or next((o for o in outputs if o), args.command)
+    return write_error(where, exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        check_output_paths(args)
-        args.func(args)
+        try:
+            check_output_paths(args)
+            args.func(args)
+        except OSError as exc:
+            raise _os_error(args, exc) from exc
     except HVPLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

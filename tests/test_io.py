@@ -48,3 +48,43 @@ def test_read_json_of_a_binary_or_non_utf8_file_names_the_file(tmp_path, content
     bad.write_bytes(content)
     with pytest.raises(HVPLError, match=r"train.json: not valid JSON \(not UTF-8 text: byte 0x"):
         read_json(bad)
+
+
+def test_stale_temporaries_of_gone_processes_are_removed_live_ones_kept(tmp_path):
+    """What a killed writer left (this host, process gone; or an older hvpl that recorded no owner) goes when the
+    same output is written again; a live writer's or another host's temporaries stay."""
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"dead": f".out.json.{host}-{gone.stdout.strip()}.abcd1234.tmp", "legacy": ".out.json.abcd1234.tmp",
+                 "live": f".out.json.{host}-{live.pid}.abcd1234.tmp", "remote": ".out.json.elsewhere-1.abcd1234.tmp",
+                 "dead_stage": f".out.json.stage-{host}-{gone.stdout.strip()}",
+                 "other_output": ".other.json.abcd1234.tmp"}
+        for key, name in names.items():
+            (tmp_path / name).mkdir() if "stage" in key else (tmp_path / name).write_text("half")
+        atomic_write_json(tmp_path / "out.json", {"x": 1})
+        kept = sorted(p.name for p in tmp_path.iterdir())
+    finally:
+        live.kill()
+        live.wait()
+    assert kept == sorted(["out.json", names["live"], names["remote"], names["other_output"]])
+
+
+def test_atomic_files_write_all_or_none_and_name_the_failed_output(tmp_path, monkeypatch):
+    from fault_sim import full_disk
+
+    from hvpl.utils.io import atomic_files
+
+    (tmp_path / "a.txt").write_text("old a")
+    full_disk(monkeypatch, tmp_path, 10)
+    with pytest.raises(HVPLError, match=r"b.txt: no space left on device$"):
+        with atomic_files([tmp_path / "a.txt", tmp_path / "b.txt"]) as (a, b):
+            a.write_text("new a")          # fits
+            b.write_text("new b, longer than what is left")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old a"

@@ -163,3 +163,37 @@ def test_negative_forgetting_is_a_value_not_undefined():
     col = pd.Series([-1.0, -0.2, None, 0.3])
     assert list(defined_values(col, "F_AP")) == [-1.0, -0.2, 0.3]     # backward transfer down to -1
     assert list(defined_values(pd.Series([-1.0, None, 0.3]), "AP")) == [0.3]   # -1 = undefined for metrics
+
+
+_DIE_WHILE_PLOTTING = """
+import os, signal, sys
+from pathlib import Path
+import matplotlib.figure
+def dying(self, fname, *args, **kwargs):   # half a plot written, then killed (SIGKILL: no clean-up runs)
+    Path(fname).write_bytes(b"half a png")
+    os.kill(os.getpid(), signal.SIGKILL)
+matplotlib.figure.Figure.savefig = dying
+from hvpl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_summarize_leaves_nothing_that_the_next_run_keeps(tmp_path):
+    """Issue 19 4.9: a killed summarize left .ap_per_step.png.*.tmp in plots/ for good. Its temporaries now carry
+    the host and process id; the next run removes those of a process that is gone."""
+    results = fake_results(tmp_path)
+    args = ["summarize", "--results-dir", str(results)]
+    (results / "plots").mkdir()
+    killed = subprocess.run([sys.executable, "-c", _DIE_WHILE_PLOTTING, *args], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+
+    def leftovers():
+        return [p for p in results.rglob("*") if p.name.endswith(".tmp") or ".stage-" in p.name]
+
+    assert leftovers()        # what the kill left behind
+    assert not (results / "summary.csv").exists()   # and no half summary: the tables wait for the plots
+    done = subprocess.run([sys.executable, "-m", "hvpl.cli", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert leftovers() == []
+    assert (results / "summary.csv").is_file() and (results / "plots" / "ap_per_step.png").read_bytes()[:8] == \
+        PNG_MAGIC

@@ -71,8 +71,12 @@ def test_step0_outputs_follow_the_design(step0_model):
     assert done["event"] == "done" and done["iterations"] == 3
     assert done["trainable_params"] == ckpt["trainable_params"] and done["total_params"] == ckpt["total_params"]
     assert done["init_weights"] == "scratch"
-    # checkpoints lived in the sibling folder (not next to the declared outputs) and go with the finished step
-    assert not tr.default_ckpt_dir(step0_model.parent).exists()
+    # checkpoints lived in the sibling folder (not next to the declared outputs) and gave way to the finished
+    # record: hard links to the outputs and its fingerprint
+    record = tr.default_ckpt_dir(step0_model.parent)
+    assert sorted(p.name for p in record.iterdir()) == ["finished.json", f"finished_{FINAL_NAME}",
+                                                         f"finished_{LOG_NAME}"]
+    assert (record / f"finished_{FINAL_NAME}").samefile(step0_model)
     assert sorted(p.name for p in step0_model.parent.iterdir()) == sorted([LOG_NAME, FINAL_NAME])
 
 
@@ -203,7 +207,7 @@ def test_a_step_restarted_with_other_input_files_does_not_resume_their_checkpoin
     assert tr.ckpt_mod.list_checkpoints(tr.default_ckpt_dir(out))
     tr.train_step(cfg, out_dir=out, ogc_basis=basis_b, **kw)
     assert _states_equal(load_model_file(ref / FINAL_NAME)["model"], load_model_file(out / FINAL_NAME)["model"])
-    assert not tr.default_ckpt_dir(out).exists()
+    assert not tr.ckpt_mod.list_checkpoints(tr.default_ckpt_dir(out))
 
 
 def test_data_workers_change_nothing_also_across_a_resume(step0_model, tiny_split_dir, tmp_path, monkeypatch):
@@ -361,3 +365,34 @@ def test_a_step0_schedule_without_its_drop_is_reported(capsys):
     tr._warn_if_no_lr_drop(cfg, SimpleNamespace(lr_drop=False, iters=20))     # incremental: constant LR anyway
     tr._warn_if_no_lr_drop(cfg, SimpleNamespace(lr_drop=True, iters=30))
     assert capsys.readouterr().err == ""
+
+
+def _never(i):
+    raise AssertionError(f"iteration {i} trained: the finished step should have been restored")
+
+
+def test_a_finished_step_whose_outputs_were_thrown_away_is_restored_not_retrained(tiny_split_dir, tmp_path,
+                                                                                    monkeypatch):
+    """Issue 19 4.1: Snakemake deletes the outputs of a job that finished after Ctrl-C (it counts as incomplete)
+    and reruns it. The rerun restores the outputs from the finished record (same bytes, nothing trained); another
+    configuration, other inputs or other code train afresh."""
+    cfg = _cfg("hvpl", "scenario.train.step0_iters=2", "scenario.train.checkpoint_period=1")
+    kw = dict(step=0, train_json=tiny_split_dir / "train_step0.json", seed=0)
+    out = tmp_path / "step0"
+    tr.train_step(cfg, out_dir=out, **kw)
+    first = {name: (out / name).read_bytes() for name in (FINAL_NAME, LOG_NAME)}
+    for name in first:                   # what Snakemake does before rerunning an incomplete job
+        (out / name).unlink()
+    tr.train_step(cfg, out_dir=out, after_iteration=_never, **kw)
+    assert {name: (out / name).read_bytes() for name in first} == first
+    (out / FINAL_NAME).unlink()
+    tr.train_step(cfg, out_dir=out, after_iteration=_never, **kw)       # again: the record is kept
+    assert (out / FINAL_NAME).read_bytes() == first[FINAL_NAME]
+
+    trained = []
+    tr.train_step(cfg, out_dir=out, after_iteration=trained.append, **{**kw, "seed": 1})   # another run: trains
+    assert trained == [1, 2]
+    monkeypatch.setattr(tr.ckpt_mod, "code_digest", lambda: "other code")
+    trained.clear()
+    tr.train_step(cfg, out_dir=out, after_iteration=trained.append, **{**kw, "seed": 1})   # other code: trains
+    assert trained == [1, 2]

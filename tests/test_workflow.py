@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -354,3 +355,46 @@ def test_workflow_profile_and_slurm_profile_set_disjoint_keys():
     default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
     slurm = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert not set(default) & set(slurm)
+
+
+@pytest.fixture(scope="module")
+def finished_hvpl_run(tmp_path_factory):
+    """A finished run of hvpl on synth_smoke, faked: every output of the plan as an empty file or folder made in
+    the plan's order, then recorded by `snakemake --touch` (seconds instead of a real run; for dry runs)."""
+    workdir = tmp_path_factory.mktemp("finished")
+    config = write_config(workdir / "c.yaml", methods=["hvpl"])
+    res = run_snakemake("-n", "all", "--configfile", str(config), workdir=workdir)
+    assert res.returncode == 0, res.stderr
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", res.stdout + res.stderr):
+        for path in filter(None, (p.strip() for p in field(block, "output").split(","))):
+            target = workdir / path
+            if "." in target.name:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+            else:                                  # directory outputs: the split, generated frames, plots
+                target.mkdir(parents=True, exist_ok=True)
+    res = run_snakemake("--touch", "--cores", "1", "all", "--configfile", str(config), workdir=workdir)
+    assert res.returncode == 0, res.stderr
+    return workdir
+
+
+@pytest.mark.parametrize("deleted, makes", [
+    ("step1/predictions.json", "evaluate"),
+    ("step2/ogc_basis.pt", "ogc_memory"),
+    ("step0/model_final.pth", "share_step0"),
+    ("step1/train_log.jsonl", "train"),
+])
+def test_all_makes_a_deleted_file_of_a_finished_run_again(finished_hvpl_run, tmp_path, deleted, makes):
+    """Issue 19 4.7: `all` said "Nothing to be done" with these deleted. It now asks for every file a run folder
+    reports, so the job that makes the file is planned (a training job restores its finished record when its
+    inputs are unchanged, hvpl.engine.checkpoint)."""
+    workdir = tmp_path / "work"
+    shutil.copytree(finished_hvpl_run, workdir, copy_function=shutil.copy2, symlinks=True)   # mtimes kept
+    config = workdir / "c.yaml"
+    res = run_snakemake("-n", "all", "--configfile", str(config), workdir=workdir)
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
+    (workdir / "results" / "synth_smoke" / "hvpl" / "seed0" / deleted).unlink()
+    res = run_snakemake("-n", "all", "--configfile", str(config), workdir=workdir)
+    assert res.returncode == 0, res.stderr
+    blocks = rule_blocks(res.stdout + res.stderr, makes)
+    assert any(f"results/synth_smoke/hvpl/seed0/{deleted}" in field(b, "output") for b in blocks), res.stdout[-3000:]

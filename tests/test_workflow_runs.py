@@ -1,10 +1,12 @@
 """The Snakemake workflow, slow (real runs in temporary working directories): the smoke run and its summary,
-the report, no-op rerun, resume after SIGKILL of the whole process group, a failing job."""
+the report, no-op rerun, resume after SIGKILL of the whole process group, a step finished after Ctrl-C kept,
+deleted files made again without training, a failing job."""
 from __future__ import annotations
 
 import csv
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -181,3 +183,73 @@ def test_failing_job_stops_with_its_log_and_nothing_downstream(tmp_path):
     assert not list(results.rglob("model_final.pth"))
     assert not list(results.rglob("metrics.json"))
     assert not (results / "summary.csv").exists()
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt again (a shell's background job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_a_step_finished_after_ctrl_c_is_kept_for_the_rerun(tmp_path):
+    """Issue 19 4.1: SIGINT to Snakemake's main process (Ctrl-C, a job manager's stop) while a step trains: the
+    job runs to its end, but Snakemake counts it as incomplete and the rerun deletes its outputs. The rerun
+    restores them from the step's finished record in seconds (same bytes) instead of training from iteration 0."""
+    methods = ["finetune"]
+    cfg = write_config(tmp_path / "sigint.yaml", methods=methods, overrides={"synth_smoke": {
+        "scenario.train.step0_iters": 40, "scenario.train.step0_lr_drop": 30,
+        "scenario.train.checkpoint_period": 5}})
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    run = workdir / "results" / "synth_smoke" / f"_base_{METHODS[methods[0]].base_variant}" / "seed0"
+    target = str((run / "step0" / "model_final.pth").relative_to(workdir))
+    cmd = snakemake_cmd("--cores", "1", target, "--configfile", str(cfg), workdir=workdir)
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=snakemake_env(), stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_default_sigint)
+        deadline = time.time() + RUN_TIMEOUT_S
+        while not _interrupted_step(run, 0):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)        # the main process only, as `kill -INT <pid>` does
+        assert proc.wait(timeout=RUN_TIMEOUT_S) != 0
+    first = (tmp_path / "first.log").read_text()
+    assert "Terminating processes on user request" in first, first[-3000:]
+    model = run / "step0" / "model_final.pth"
+    trained = file_digest(model)          # the job ran to its end; Snakemake counts it incomplete
+
+    res = subprocess.run(cmd, cwd=workdir, env=snakemake_env(), capture_output=True, text=True,
+                         timeout=RUN_TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-5000:]
+    # Snakemake did rerun the job (its log is rewritten; the first one said "iterations from 0"), which trained
+    # nothing
+    log = (workdir / "results" / "logs" / "synth_smoke" / run.parent.name / "seed0" / "train_step0.log").read_text()
+    assert "nothing trained" in log and "iterations from" not in log, log[-2000:]
+    assert file_digest(model) == trained
+
+
+@pytest.mark.slow
+def test_deleted_files_of_a_finished_run_are_made_again_without_training(smoke_run, tmp_path):
+    """Issue 19 4.7: with step 1's predictions, step 2's OGC basis and step 0's model deleted, `all` makes them
+    again; the steps after step 0 are restored from their finished records (their inputs came back identical),
+    so no iteration is trained and every model keeps its bytes."""
+    workdir = tmp_path / "work"
+    shutil.copytree(smoke_run[0], workdir, copy_function=shutil.copy2, symlinks=True)
+    run = workdir / "results" / "synth_smoke" / "hvpl" / "seed0"
+    kept = {p: file_digest(p) for p in run.glob("step*/*") if p.suffix in (".pth", ".pt")}
+    deleted = [run / "step1" / "predictions.json", run / "step2" / "ogc_basis.pt", run / "step0" / "model_final.pth"]
+    for path in deleted:
+        path.unlink()
+    start = time.time()
+    res = run_snakemake("--cores", "2", "all", "--configfile", str(SMOKE), workdir=workdir, timeout=RUN_TIMEOUT_S)
+    assert res.returncode == 0, res.stderr[-5000:]
+    assert all(p.is_file() for p in deleted)
+    assert {p: file_digest(p) for p in kept} == kept
+    logs = workdir / "results" / "logs" / "synth_smoke" / "hvpl" / "seed0"
+    for t in (1, 2):
+        text = (logs / f"train_step{t}.log").read_text()
+        assert "nothing trained" in text and "iterations from" not in text, text[-2000:]
+    print(f"made again in {time.time() - start:.0f} s")
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=workdir)
+    assert "Nothing to be done" in res.stdout + res.stderr

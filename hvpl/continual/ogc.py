@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 import torch
 
 from hvpl.utils.errors import HVPLError
+from hvpl.utils.safe_load import load_torch_file
 
 
 # ----------------------------------------------------------------------------------------------- basis math
@@ -119,10 +120,7 @@ def load_basis(path: str | Path, channels: int | None = None, step: int | None =
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: OGC basis file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise HVPLError(f"{path}: not a readable OGC basis file ({exc})") from exc
+    data = load_torch_file(path, "OGC basis file")
     basis = data.get("basis") if isinstance(data, dict) else None
     if not isinstance(basis, torch.Tensor) or basis.dim() != 2:
         raise HVPLError(f"{path}: entry 'basis' must be a (C, k) tensor")

@@ -21,7 +21,7 @@ import numpy as np
 
 from hvpl.data.ytvis import check_video_frames, filter_classes, load_ytvis, resolve_layout, video_classes
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_write_json, read_json
+from hvpl.utils.io import read_json, staged_dir, write_json
 from hvpl.utils.logging import log, progress
 
 
@@ -258,12 +258,13 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
             "num_test_videos": len(test_ids), "train_videos_per_class": _per_class_counts(data, train_ids, order),
             "test_videos_per_class": _per_class_counts(data, test_ids, order),
             "train_video_ids": train_ids, "test_video_ids": test_ids}
-    for name, obj in files.items():
-        atomic_write_json(out_dir / name, obj, indent=None)
-    atomic_write_json(out_dir / "split_info.json", info)
     classes = {"scenario": scenario["name"], "dataset": scenario["dataset"], "class_order": order,
                "steps": steps, "categories": [{"id": c["id"], "name": c["name"]}
                                               for c in _categories_in_order(data, order)],
                "resplit": resplit, "split_seed": seed if resplit else None}
-    atomic_write_json(out_dir / "classes.json", classes)
+    with staged_dir(out_dir) as stage:   # every file or none: written aside, then moved into out_dir
+        for name, obj in files.items():
+            write_json(stage / name, obj, indent=None)
+        write_json(stage / "split_info.json", info)
+        write_json(stage / "classes.json", classes)
     return classes

@@ -12,8 +12,6 @@ colours no class uses. Everything is drawn from ``numpy.random.default_rng([seed
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from PIL import Image
 
 from hvpl.data.masks import encode_track
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_write_json
+from hvpl.utils.io import staged_dir, write_json
 
 CLASS_SPECS = [  # (shape, colour, behaviour); category id = index + 1
     ("circle", "red", "steady"), ("square", "blue", "steady"), ("triangle", "red", "steady"),
@@ -235,15 +233,6 @@ def _primary_classes(num_videos: int, num_classes: int, seed: int) -> list[int]:
     return [int(c) for _ in range(rounds) for c in rng.permutation(num_classes)][:num_videos]
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing an older one (renamed away first, then deleted)."""
-    old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-    if dst.exists():
-        os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _render_all(frames_root: Path, specs, *, num_videos, num_frames, height, width, max_instances, seed, style,
                 num_classes) -> tuple[list, list]:
     """Render every video's frames as JPEGs under ``frames_root`` -> (videos, annotations) of train.json."""
@@ -274,27 +263,24 @@ def _render_all(frames_root: Path, specs, *, num_videos, num_frames, height, wid
 
 def generate_synthetic(out_dir: Path, *, num_classes, num_videos, num_frames, height, width, max_instances, seed,
                        style: dict | None = None) -> Path:
-    """Write the synthetic dataset; returns the path of ``out_dir/train.json``. The frames are written to a
-    temporary folder renamed to ``out_dir/train`` when complete, then train.json (atomically), so an interrupted
-    run leaves neither a partial frame folder nor a JSON pointing at one."""
+    """Write the synthetic dataset; returns the path of ``out_dir/train.json``. The frames and train.json are
+    written into a staged folder next to ``out_dir`` and moved into it when complete (the frame folder replacing
+    an older one whole), so an interrupted run or a full disk leaves neither a partial frame folder nor a JSON
+    pointing at one."""
     specs = class_specs(num_classes)
     if num_videos < 1 or num_frames < 1 or max_instances < 1 or min(height, width) < 16:
         raise HVPLError(f"synthetic: need num_videos, num_frames, max_instances >= 1 and height, width >= 16 "
                         f"(got {num_videos}, {num_frames}, {max_instances}, {height}x{width})")
     style = {**DEFAULT_STYLE, **(style or {})}
     out_dir = Path(out_dir)
-    tmp = out_dir / f".train.tmp-{os.getpid()}"
-    try:
-        videos, annotations = _render_all(tmp / "JPEGImages", specs, num_videos=num_videos, num_frames=num_frames,
-                                          height=height, width=width, max_instances=max_instances, seed=seed,
-                                          style=style, num_classes=num_classes)
-        _replace_dir(tmp, out_dir / "train")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     categories = [{"id": i + 1, "name": class_name(s), "supercategory": s[0]} for i, s in enumerate(specs)]
     info = {"description": "hvpl synthetic continual VIS benchmark", "seed": seed,
             "classes": [{"id": i + 1, "shape": s[0], "colour": s[1], "behaviour": s[2]} for i, s in enumerate(specs)]}
-    out = out_dir / "train.json"
-    atomic_write_json(out, {"info": info, "videos": videos, "annotations": annotations, "categories": categories},
-                      indent=None)
-    return out
+    with staged_dir(out_dir) as stage:
+        videos, annotations = _render_all(stage / "train" / "JPEGImages", specs, num_videos=num_videos,
+                                          num_frames=num_frames, height=height, width=width,
+                                          max_instances=max_instances, seed=seed, style=style,
+                                          num_classes=num_classes)
+        write_json(stage / "train.json", {"info": info, "videos": videos, "annotations": annotations,
+                                          "categories": categories}, indent=None)
+    return out_dir / "train.json"

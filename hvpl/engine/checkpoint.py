@@ -6,21 +6,31 @@ iteration, a fingerprint of the configuration and of the input files). Only the 
 kept. On restart the newest readable checkpoint with a matching fingerprint is loaded; the others (another
 configuration or other inputs, unreadable, temporary files of a write cut short) are then removed, so that what
 the folder holds belongs to the run that writes it and pruning never deletes that run's own checkpoints.
+
+A finished step replaces its checkpoints by a *finished record*: hard links to its output files (no extra space
+while the outputs exist) and ``finished.json`` with a fingerprint of the configuration, the input files and
+hvpl's code. A rerun of the same step with the same fingerprint links the outputs back instead of training:
+outputs that a workflow threw away after the step finished (Snakemake treats a job that ends after Ctrl-C as
+incomplete and deletes its outputs) or that were deleted are restored in seconds, never retrained.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hvpl.utils.io import atomic_torch_save
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_path, atomic_torch_save, atomic_write_json
 from hvpl.utils.logging import log
+from hvpl.utils.safe_load import load_torch_file
 
 KEEP = 2   # pipeline.md / engine spec: keep the latest two checkpoints
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -88,7 +98,7 @@ def save_checkpoint(ckpt_dir: Path, iteration: int, state: dict, keep: int = KEE
 
 def remove_checkpoints(ckpt_dir: Path, also: tuple[str, ...] = ()) -> None:
     """Delete the checkpoint files of ``ckpt_dir`` and the named ``also`` files, then the folder and its parent
-    when they are left empty (a finished step keeps no checkpoint: a rerun starts it afresh)."""
+    when they are left empty (a finished step keeps only its finished record)."""
     ckpt_dir = Path(ckpt_dir)
     for _, path in list_checkpoints(ckpt_dir):
         path.unlink(missing_ok=True)
@@ -127,8 +137,8 @@ def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict
     """
     for iteration, path in reversed(list_checkpoints(ckpt_dir)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a file cut short by a crash outside the atomic rename; try the previous one
+            state = load_torch_file(path, "checkpoint", numpy=True)   # numpy: the RNG state
+        except HVPLError as exc:  # cut short by a crash outside the atomic rename, or foreign: try the previous one
             log(f"{path}: unreadable checkpoint skipped ({exc})")
             continue
         if expected_fingerprint is not None and state.get("fingerprint") != expected_fingerprint:
@@ -138,3 +148,69 @@ def load_latest(ckpt_dir: Path, expected_fingerprint: str | None = None) -> dict
         return state
     return None
 
+
+
+# ------------------------------------------------------------------------------------------ finished record
+FINISHED = "finished.json"
+_FINISHED_PREFIX = "finished_"
+
+
+def code_digest() -> str:
+    """SHA-256 (short) of hvpl's Python sources: a finished record restores only what the same code trained."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes ``src``'s contents, atomically: a hard link (no space), else (another file system) a copy."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def record_finished(ckpt_dir: Path, outputs: list[Path], fingerprint_: str) -> None:
+    """Keep ``outputs`` (a finished step's files) in ``ckpt_dir`` as the record restored by :func:`restore_finished`."""
+    ckpt_dir = Path(ckpt_dir)
+    drop_finished(ckpt_dir)
+    names = []
+    for path in outputs:
+        _link_or_copy(Path(path), ckpt_dir / f"{_FINISHED_PREFIX}{Path(path).name}")
+        names.append(Path(path).name)
+    atomic_write_json(ckpt_dir / FINISHED, {"fingerprint": fingerprint_, "files": names})
+
+
+def finished_files(ckpt_dir: Path, fingerprint_: str) -> list[str] | None:
+    """The names of the outputs a finished record with this fingerprint holds (all present), else None."""
+    record = Path(ckpt_dir) / FINISHED
+    try:
+        data = json.loads(record.read_text())
+        names = [str(n) for n in data["files"]]
+        same = data["fingerprint"] == fingerprint_
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    present = all((Path(ckpt_dir) / f"{_FINISHED_PREFIX}{n}").is_file() for n in names)
+    return names if same and present else None
+
+
+def restore_finished(ckpt_dir: Path, out_dir: Path, names: list[str]) -> None:
+    """Put the recorded outputs ``names`` back into ``out_dir`` (hard links, each atomically)."""
+    for name in names:
+        _link_or_copy(Path(ckpt_dir) / f"{_FINISHED_PREFIX}{name}", Path(out_dir) / name)
+    log(f"{ckpt_dir / FINISHED}: this step finished before with the same configuration, input files and code: "
+        f"{', '.join(names)} restored in {out_dir}, nothing trained")
+
+
+def drop_finished(ckpt_dir: Path) -> None:
+    """Delete a finished record (of another configuration, other inputs or other code: it cannot be restored)."""
+    ckpt_dir = Path(ckpt_dir)
+    (ckpt_dir / FINISHED).unlink(missing_ok=True)
+    if ckpt_dir.is_dir():
+        for path in ckpt_dir.iterdir():
+            if path.name.startswith(_FINISHED_PREFIX):
+                path.unlink(missing_ok=True)

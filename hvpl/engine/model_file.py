@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
 from hvpl.continual.methods import Method, get_method
 from hvpl.model.hvpl import HVPLModel, without_weight_files
 from hvpl.utils.errors import HVPLError
+from hvpl.utils.safe_load import load_torch_file
 
 if TYPE_CHECKING:
     from hvpl.engine.step_plan import StepPlan
@@ -34,14 +34,12 @@ def model_file_dict(cfg: dict, plan: StepPlan, model: nn.Module) -> dict:
 
 
 def read_checkpoint(path: str | Path):
-    """The object a torch file holds, on CPU; HVPLError naming ``path`` if missing or unreadable."""
+    """The object a torch file holds, on CPU, tensors, numpy arrays and plain data only (nothing in the file can
+    run code); HVPLError naming ``path`` if missing, unreadable or code-carrying."""
     path = Path(path)
     if not path.is_file():
         raise HVPLError(f"{path}: model file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # truncated or not a torch file
-        raise HVPLError(f"{path}: not a readable model file ({exc})") from exc
+    return load_torch_file(path, "model file", numpy=True)
 
 
 def check_model_file(ckpt, path: str | Path) -> dict:

@@ -10,8 +10,8 @@ uninterrupted single-process run sees.
 
 Outputs (rank 0, atomic): ``out_dir/model_final.pth`` (DESIGN.md) and ``out_dir/train_log.jsonl``; periodic
 checkpoints in ``ckpt_dir`` (default ``out_dir.parent / "checkpoints" / out_dir.name``), with a live copy of
-the log there, deleted once the step has finished (so a forced rerun retrains from scratch, with the code of
-then).
+the log there, replaced once the step has finished by its finished record (hvpl.engine.checkpoint): a rerun with
+the same configuration, input files and code restores the outputs instead of training; any change trains afresh.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from hvpl.engine.authors_checkpoint import load_model_or_authors
 from hvpl.engine.model_file import FINAL_NAME, LOG_NAME, model_file_dict
 from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, plan_step
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_torch_save, atomic_write_text
+from hvpl.utils.io import atomic_files, atomic_write_text, write_torch
 from hvpl.utils.logging import log, progress
 
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
@@ -235,18 +235,19 @@ class StepTrainer:
                 after_iteration(it + 1)
 
     def finish(self, total_params: tuple[int, int]) -> None:
-        """Write model_final.pth and train_log.jsonl (rank 0, atomic)."""
+        """Write model_final.pth and train_log.jsonl (rank 0; both or neither)."""
         if not self.info.is_main:
             return
         trainable, total = total_params
         plan = self.plan
-        atomic_torch_save(self.out_dir / FINAL_NAME, {
-            **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
-            "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
         done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
                 "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]
-        atomic_write_text(self.out_dir / LOG_NAME, "".join(json.dumps(x) + "\n" for x in lines))
+        with atomic_files([self.out_dir / FINAL_NAME, self.out_dir / LOG_NAME]) as (model_tmp, log_tmp):
+            write_torch(model_tmp, {
+                **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
+                "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+            log_tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -313,6 +314,9 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         used_basis = ogc_basis if basis is not None else None
         fp = ckpt_mod.fingerprint(cfg, step, seed, str(Path(train_json).name), plan.iters,
                                   _input_digests(cfg, plan, train_json, prev_model, used_basis))
+        done_fp = ckpt_mod.fingerprint(fp, ckpt_mod.code_digest())
+        if _restored(ckpt_dir, out_dir, done_fp, info):
+            return out_dir / FINAL_NAME
         workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
                               basis=basis, fingerprint=fp, workers=workers)
@@ -325,6 +329,21 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         trainer.run(after_iteration)
         trainer.finish(counts)
         barrier(info)
-        if info.is_main:   # finished: a rerun of this step (forced, or its folder deleted) starts afresh
+        if info.is_main:   # the checkpoints give way to the finished record (module doc)
+            ckpt_mod.record_finished(ckpt_dir, [out_dir / FINAL_NAME, out_dir / LOG_NAME], done_fp)
             ckpt_mod.remove_checkpoints(ckpt_dir, also=(LOG_NAME,))
     return out_dir / FINAL_NAME
+
+
+def _restored(ckpt_dir: Path, out_dir: Path, done_fp: str, info: DistInfo) -> bool:
+    """True when this step finished before with the same fingerprint: its outputs are put back (rank 0) and
+    nothing is trained. A record of another fingerprint is dropped (it can never be restored)."""
+    names = ckpt_mod.finished_files(ckpt_dir, done_fp)
+    barrier(info)   # every rank has decided before rank 0 changes the folder
+    if info.is_main:
+        if names:
+            ckpt_mod.restore_finished(ckpt_dir, out_dir, names)
+        else:
+            ckpt_mod.drop_finished(ckpt_dir)
+    barrier(info)
+    return names is not None

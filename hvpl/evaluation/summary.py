@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from hvpl.utils.errors import HVPLError
-from hvpl.utils.io import atomic_path, read_json
+from hvpl.utils.io import atomic_files, atomic_path, read_json, staged_dir
 from hvpl.utils.logging import log
 
 COLUMNS = ["scenario", "dataset", "method", "seed", "step", "num_classes", "AP", "AP50", "AP75", "AR1", "AR10",
@@ -158,6 +158,16 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False)
 
 
+def write_outputs(tables: dict, plots_dir: Path, draw) -> list:
+    """Write ``tables`` ({path: DataFrame}) and the plots ``draw(folder)`` makes, all or none: the CSVs as
+    temporaries and the plots into a staged folder, renamed into place once everything is written. Returns
+    what ``draw`` returned."""
+    with atomic_files(list(tables)) as temps, staged_dir(plots_dir) as stage:
+        for df, tmp in zip(tables.values(), temps):
+            df.to_csv(tmp, index=False)
+        return draw(stage)
+
+
 def summarize(results_dir: Path, out_csv: Path, plots_dir: Path, runs: list | None = None) -> pd.DataFrame:
     """Collect every run (or the given run folders) into summary.csv, the side tables and the plots."""
     from hvpl.evaluation.plots import make_plots
@@ -180,10 +190,9 @@ def summarize(results_dir: Path, out_csv: Path, plots_dir: Path, runs: list | No
     df = pd.DataFrame(rows, columns=COLUMNS + EXTRA_COLUMNS)
     df = df.sort_values(["scenario", "method", "seed", "step"], kind="mergesort").reset_index(drop=True)
     per_class = pd.DataFrame(class_rows, columns=["scenario", "method", "seed", "step", "category_id", "AP", "AR1"])
-    write_csv(df, out_csv)
-    write_csv(per_class, out_csv.parent / "summary_per_class.csv")
-    write_csv(final_table(df), out_csv.parent / "summary_final.csv")
     names = {sc: info["classes"] for sc, info in cache.items()}
-    written = make_plots(df, per_class, names, Path(plots_dir))
+    tables = {out_csv: df, out_csv.parent / "summary_per_class.csv": per_class,
+              out_csv.parent / "summary_final.csv": final_table(df)}
+    written = write_outputs(tables, Path(plots_dir), lambda folder: make_plots(df, per_class, names, folder))
     log(f"summarize: {len(df)} rows from {len(run_dirs)} runs -> {out_csv}; {len(written)} plots in {plots_dir}")
     return df

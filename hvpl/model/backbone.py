@@ -2,7 +2,6 @@
 GroupNorm conv net (CPU size). Both return {"res2": stride 4, "res3": 8, "res4": 16, "res5": 32}."""
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from torch import nn
 
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.logging import log
+from hvpl.utils.safe_load import load_array_pickle, load_torch_file
 
 STAGES = ("res2", "res3", "res4", "res5")
 STRIDES = (4, 8, 16, 32)
@@ -214,18 +214,13 @@ def torchvision_to_detectron2(name: str) -> str | None:
 
 
 def read_weight_file(path: Path, what: str = "backbone weights") -> object:
-    """A detectron2 ``.pkl`` pickle or a ``torch.save`` file, as stored; HVPLError naming ``path`` if unreadable."""
+    """A detectron2 ``.pkl`` pickle or a ``torch.save`` file, as stored (arrays and plain data only: nothing in
+    the file can run code); HVPLError naming ``path`` if unreadable or refused."""
     if not path.is_file():
         raise HVPLError(f"{path}: {what} file not found")
-    try:
-        if path.suffix == ".pkl":
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        raise HVPLError(f"{path}: cannot read {what} ({exc})") from exc
-    return data
+    if path.suffix == ".pkl":
+        return load_array_pickle(path, what)
+    return load_torch_file(path, what, numpy=True)
 
 
 def weight_tensor(value, path: Path, key: str) -> torch.Tensor:

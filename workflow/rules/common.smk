@@ -255,7 +255,25 @@ def uses_coco(scenario):
 
 
 def run_outputs(scenario, method, seed):
-    """The per-step metrics and the run's forgetting.json: what `all` asks for per run."""
+    """The per-step metrics and the run's forgetting.json: what the summary reads per run."""
     steps = run_steps(scenario, method)
     metrics = [f"{step_dir(scenario, method, seed, t)}/metrics.json" for t in steps]
     return metrics + [f"{run_dir(scenario, method, seed)}/forgetting.json"]
+
+
+STEP_FILES = ("model_final.pth", "train_log.jsonl", "predictions.json", "metrics.json")
+
+
+def run_files(scenario, method, seed):
+    """Every file a run folder reports (docs/workflow.md): per step the model, its training log, predictions and
+    metrics, the OGC basis of an OGC step >= 1; the run's forgetting.json. `all` asks for each of them, so a
+    deleted one is made again (and only what needs it: a rebuilt model is restored from its finished record,
+    hvpl.engine.checkpoint, when its inputs and configuration are those it was trained with)."""
+    m = method_of(method)
+    files = []
+    for t in run_steps(scenario, method):
+        d = step_dir(scenario, method, seed, t)
+        files += [f"{d}/{name}" for name in STEP_FILES]
+        if m.ogc and not m.joint and t >= 1:
+            files.append(f"{d}/ogc_basis.pt")
+    return files + [f"{run_dir(scenario, method, seed)}/forgetting.json"]

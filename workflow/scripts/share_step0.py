@@ -6,14 +6,13 @@ model, train_log; `snakemake.wildcards.method`. Both outputs are written atomica
 import shutil
 import sys
 
-import torch
-
 from hvpl.utils.io import atomic_path, atomic_torch_save
+from hvpl.utils.safe_load import load_torch_file
 
 
 def share(model_in: str, log_in: str, model_out: str, log_out: str, method: str) -> None:
     """Copy the base step 0, recording ``method`` in the checkpoint (predict reads the method from it)."""
-    ckpt = torch.load(model_in, map_location="cpu", weights_only=False)
+    ckpt = load_torch_file(model_in, "model file")   # tensors and plain data only
     ckpt["method"] = method
     atomic_torch_save(model_out, ckpt)
     with atomic_path(log_out) as tmp:
