@@ -113,7 +113,8 @@ def cmd_predict(args):
 
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
             threads=args.threads, workers=args.workers, max_videos=args.max_videos,
-            image_root=Path(args.image_root).resolve() if args.image_root else None)
+            image_root=Path(args.image_root).resolve() if args.image_root else None,
+            authors_compat=True if args.authors_compat else None)
 
 
 def cmd_claim_gpus(args):
@@ -214,6 +215,9 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--max-videos", type=int, default=None)
     p.add_argument("--image-root", default=None,
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
+    p.add_argument("--authors-compat", action="store_true",
+                   help="the authors' test-time video path (frame-0 slicing, per-frame joint tree scan) whatever "
+                        "the model file's inference.authors_compat says (docs/model.md)")
     p.set_defaults(func=cmd_predict)
 
 

@@ -65,7 +65,7 @@ REQUIRED_SCENARIO_KEYS = ("name", "dataset", "num_classes", "base", "increment",
 
 # Values checked after loading and after --set: dotted key -> (kind, bound). Kinds: "int" integer >= bound,
 # "num" number >= bound, "pos" number > 0, "pos?" null or number > 0, "frac" number in (0, 1], "unit" number in
-# [0, 1], "ints" a non-empty list of integers >= bound, "ints?" null or such a list. Absent keys pass.
+# [0, 1], "bool" true/false, "ints" a non-empty list of integers >= bound, "ints?" null or such a list. Absent keys pass.
 SCENARIO_VALUE_RULES = {
     "num_classes": ("int", 1), "base": ("int", 1), "increment": ("int", 1), "prompts_per_task": ("int", 1),
     "detections_per_video": ("int", 1), "train.step0_iters": ("int", 1), "train.inc_iters": ("int", 1),
@@ -93,10 +93,12 @@ MODEL_VALUE_RULES = {
     "loss.mask_weight": ("num", 0), "loss.dice_weight": ("num", 0), "loss.sim_weight": ("num", 0),
     "loss.no_object_weight": ("num", 0), "loss.num_points": ("int", 1), "loss.oversample_ratio": ("num", 1),
     "loss.importance_sample_ratio": ("unit", None), "inference.chunk_frames": ("int", 1),
+    "inference.authors_compat": ("bool", None),
 }
 _KIND_TEXT = {"int": "an integer >= {}", "num": "a number >= {}", "pos": "a number > 0",
               "pos?": "null or a number > 0", "frac": "a number in (0, 1]", "unit": "a number in [0, 1]",
-              "ints": "a non-empty list of integers >= {}", "ints?": "null or a non-empty list of integers >= {}"}
+              "ints": "a non-empty list of integers >= {}", "ints?": "null or a non-empty list of integers >= {}",
+              "bool": "true or false"}
 
 
 def _is_number(value: Any) -> bool:
@@ -106,6 +108,8 @@ def _is_number(value: Any) -> bool:
 def _value_ok(value: Any, kind: str, bound) -> bool:
     if kind.endswith("?") and value is None:
         return True
+    if kind == "bool":
+        return isinstance(value, bool)
     if kind.startswith("ints"):
         return isinstance(value, list) and bool(value) and all(_value_ok(v, "int", bound) for v in value)
     if not _is_number(value) or (kind == "int" and not isinstance(value, int)):

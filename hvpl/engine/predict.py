@@ -15,12 +15,14 @@ from hvpl.utils.logging import log, progress
 
 
 def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | None = None,
-            workers: int | None = None, max_videos: int | None = None, image_root=None) -> list[dict]:
+            workers: int | None = None, max_videos: int | None = None, image_root=None,
+            authors_compat: bool | None = None) -> list[dict]:
     """Run the model of ``model_path`` over every video of ``test_json`` (at most ``max_videos``) and write
     ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list.
     Frames are read from ``image_root``, else the JSON's ``image_root`` entry (the split writes one; an official
     valid/test file has none). ``workers``: processes reading videos ahead (None: hvpl.engine.loader's default
-    for the device)."""
+    for the device). ``authors_compat``: True/False overrides the model file's ``inference.authors_compat``
+    (hvpl.model.authors_compat), None keeps it."""
     from hvpl.data.clip_dataset import VideoDataset
     from hvpl.engine.distributed import resolve_device
     from hvpl.engine.loader import default_workers, iterate_items
@@ -34,6 +36,10 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     ckpt = load_model_file(model_path)
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
+    if authors_compat is not None:
+        model.authors_compat = bool(authors_compat)
+    if getattr(model, "authors_compat", False):
+        log("inference.authors_compat: the authors' test-time video path (frame-0 slicing, per-frame tree scan)")
     dataset = VideoDataset(Path(test_json), scenario["input"], image_root=image_root)
     count = len(dataset) if max_videos is None else min(len(dataset), max(0, int(max_videos)))
     # the delta list is truncated/padded to the model's groups inside predict_video (classifier.deltas_for_groups)
