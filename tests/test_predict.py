@@ -85,3 +85,21 @@ def test_frames_of_a_json_without_image_root_come_from_the_cli(models, tiny_spli
     assert main(["predict", "--model", str(step0), "--test-json", str(tmp_path / "valid.json"), "--out",
                  str(tmp_path / "p.json"), "--max-videos", "2", "--image-root", str(frames)]) == 0
     assert json.loads((tmp_path / "p.json").read_text()) == json.loads(json.dumps(ref))
+
+
+def test_authors_compat_override(models, tiny_split_dir, tmp_path):
+    """predict(authors_compat=True) (hvpl predict --authors-compat) = the model with inference.authors_compat on."""
+    from hvpl.data.clip_dataset import VideoDataset
+    from hvpl.model.inference import predict_video
+
+    _, step1 = models
+    test_json = tiny_split_dir / "test_step1.json"
+    res = predict(step1, test_json, tmp_path / "c.json", max_videos=1, authors_compat=True)
+    ckpt = load_model_file(step1)
+    model = rebuild_model(ckpt).eval()
+    assert model.authors_compat is False                       # the model file's default
+    item = VideoDataset(test_json, ckpt["scenario"]["input"])[0]
+    args = (ckpt["scenario"]["logit_deltas"], ckpt["scenario"]["detections_per_video"])
+    default = predict_video(model, item, *args, class_order=ckpt["class_order"])
+    model.authors_compat = True
+    assert res == predict_video(model, item, *args, class_order=ckpt["class_order"]) != default
