@@ -141,7 +141,7 @@ def cmd_predict(args):
     predict(Path(args.model_path), Path(args.test_json), Path(args.out), device=args.device,
             threads=args.threads, workers=args.workers, max_videos=args.max_videos,
             image_root=Path(args.image_root).resolve() if args.image_root else None, run_cfg=run_cfg,
-            classes_json=_classes_file(args))
+            classes_json=_classes_file(args), authors_compat=True if args.authors_compat else None)
 
 
 def _classes_file(args) -> Path | None:
@@ -268,6 +268,9 @@ def _add_predict_parser(sub) -> None:
     p.add_argument("--image-root", default=None,
                    help="frame folder (default: the JSON's image_root entry, which the split writes)")
     _add_authors_args(p, "--model-size", required=False)
+    p.add_argument("--authors-compat", action="store_true",
+                   help="the authors' test-time video path (frame-0 slicing, per-frame joint tree scan) whatever "
+                        "the model file's inference.authors_compat says (docs/model.md)")
     p.set_defaults(func=cmd_predict)
 
 

@@ -101,3 +101,21 @@ def test_a_model_of_a_later_step_on_an_earlier_test_json_is_refused(models, tiny
     assert "test_step1.json" in err and not out.exists()
     predict(step0, tiny_split_dir / "test_step1.json", out, max_videos=1)
     assert "warning:" in capsys.readouterr().err and out.is_file()
+
+
+def test_authors_compat_override(models, tiny_split_dir, tmp_path):
+    """predict(authors_compat=True) (hvpl predict --authors-compat) = the model with inference.authors_compat on."""
+    from hvpl.data.clip_dataset import VideoDataset
+    from hvpl.model.inference import predict_video
+
+    _, step1 = models
+    test_json = tiny_split_dir / "test_step1.json"
+    res = predict(step1, test_json, tmp_path / "c.json", max_videos=1, authors_compat=True)
+    ckpt = load_model_file(step1)
+    model = rebuild_model(ckpt).eval()
+    assert model.authors_compat is False                       # the model file's default
+    item = VideoDataset(test_json, ckpt["scenario"]["input"])[0]
+    args = (ckpt["scenario"]["logit_deltas"], ckpt["scenario"]["detections_per_video"])
+    default = predict_video(model, item, *args, class_order=ckpt["class_order"])
+    model.authors_compat = True
+    assert res == predict_video(model, item, *args, class_order=ckpt["class_order"]) != default

@@ -18,13 +18,15 @@ from hvpl.utils.logging import log, progress
 
 def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | None = None,
             workers: int | None = None, max_videos: int | None = None, image_root=None, run_cfg: dict | None = None,
-            classes_json=None) -> list[dict]:
+            classes_json=None, authors_compat: bool | None = None) -> list[dict]:
     """Run the model of ``model_path`` over every video of ``test_json`` (at most ``max_videos``) and write
     ``out`` (a JSON list of ``{video_id, category_id, score, segmentations}``) atomically. Returns the list.
     Frames are read from ``image_root``, else the JSON's ``image_root`` entry (the split writes one; an official
     valid/test file has none). ``workers``: processes reading videos ahead (None: hvpl.engine.loader's default
     for the device). ``model_path`` may also be an authors' HVPL checkpoint: it is converted for the run config
-    ``run_cfg`` (scenario, model sizes), its class order read from ``classes_json`` (hvpl.engine.authors_checkpoint)."""
+    ``run_cfg`` (scenario, model sizes), its class order read from ``classes_json`` (hvpl.engine.authors_checkpoint).
+    ``authors_compat``: True/False overrides the model file's ``inference.authors_compat``
+    (hvpl.model.authors_compat), None keeps it."""
     from hvpl.data.clip_dataset import VideoDataset
     from hvpl.engine.distributed import resolve_device
     from hvpl.engine.loader import default_workers, iterate_items
@@ -38,6 +40,10 @@ def predict(model_path, test_json, out, *, device: str = "cpu", threads: int | N
     ckpt = load_model_or_authors(model_path, run_cfg, classes_json=classes_json)
     scenario = ckpt["scenario"]
     model = rebuild_model(ckpt).to(dev).eval()
+    if authors_compat is not None:
+        model.authors_compat = bool(authors_compat)
+    if getattr(model, "authors_compat", False):
+        log("inference.authors_compat: the authors' test-time video path (frame-0 slicing, per-frame tree scan)")
     dataset = VideoDataset(Path(test_json), scenario["input"], image_root=image_root)
     check_model_classes(ckpt, dataset.data, test_json)
     count = len(dataset) if max_videos is None else min(len(dataset), max(0, int(max_videos)))

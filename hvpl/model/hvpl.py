@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hvpl.continual.methods import Method, get_method
+from hvpl.model import authors_compat
 from hvpl.model.backbone import build_backbone
 from hvpl.model.classifier import IncrementalClassifier
 from hvpl.model.frame_decoder import FrameDecoder
@@ -53,6 +54,8 @@ class HVPLModel(nn.Module):
                              persistent=False)
         self.size_divisibility = model_cfg.get("size_divisibility", SIZE_DIVISIBILITY)
         self.chunk_frames = model_cfg.get("inference", {}).get("chunk_frames", 1)
+        # the authors' test-time video path (hvpl.model.authors_compat); inference only, default off
+        self.authors_compat = bool(model_cfg.get("inference", {}).get("authors_compat", False))
         self.train_group = 0
         for n in classes_per_task[1:]:
             self.add_task(n)
@@ -172,9 +175,12 @@ class HVPLModel(nn.Module):
     def forward_video(self, frames: torch.Tensor, groups: Sequence[int] | None = None) -> list[dict]:
         """frames: (T, 3, H, W) 0..255 -> [{"pred_logits": (Qv, K+1), "pred_masks": (Qv, T, h, w), "task": k}]
         per group k: every frame, every group alone, each group's clip queries attending to its own frame
-        queries over ALL T frames (not only frame 0). Call in eval mode."""
+        queries over ALL T frames (not only frame 0). Call in eval mode. With ``authors_compat`` set (model config
+        ``inference.authors_compat``) the authors' test path instead (hvpl.model.authors_compat)."""
         groups = list(range(self.num_groups)) if groups is None else list(groups)
         frame_queries, vmf = self.encode_frames(frames, groups)
+        if authors_compat.applies(self):
+            return authors_compat.forward_video_authors(self, frame_queries, vmf, groups)
         results = []
         for k, fq in zip(groups, frame_queries):
             vid = self.video_decoder(fq[None, None], vmf[None], self.video_group(k), prompt_input=k > 0)

@@ -127,7 +127,17 @@ class VideoDecoder(nn.Module):
         fq_embed = self.sim_embed_frame(encoded)
         memory = encoded.reshape(lyr * b, t * qf, c)
         mem_pos = key_pos.repeat(t, 1)  # token (frame f, query j) -> fq_pos[j]
-        q = content.unsqueeze(0).expand(lyr * b, -1, -1)
+        queries = self.decode(content, pos_per_layer, memory, mem_pos)
+        queries = queries.reshape(len(queries), lyr, b, -1, c)
+        masks = torch.einsum("dlbqc,btchw->dlbqthw", mask_embed(queries), video_mask_features)
+        return {"queries": queries, "masks": masks, "fq_embed": fq_embed, "cq_embed": self.sim_embed_clip(queries)}
+
+    def decode(self, content: torch.Tensor, pos_per_layer: list, memory: torch.Tensor, mem_pos: torch.Tensor
+               ) -> torch.Tensor:
+        """The clip decoder: content (Qv, C) and L_dec x (Qv, C) query positions from :meth:`group_queries`,
+        memory (N, S, C) with key positions (S, C) -> normed outputs (D, N, Qv, C); D = dec_layers in training,
+        1 (the last layer) in eval mode."""
+        q = content.unsqueeze(0).expand(memory.shape[0], -1, -1)
         outputs = []
         for i in range(self.num_layers):
             q = self.cross_layers[i](q, self.cross_layers[i].project_memory(memory, mem_pos), pos_per_layer[i])
@@ -135,6 +145,4 @@ class VideoDecoder(nn.Module):
             q = self.ffn_layers[i](q)
             if self.training or i == self.num_layers - 1:
                 outputs.append(self.decoder_norm(q))
-        queries = torch.stack(outputs, 0).reshape(len(outputs), lyr, b, -1, c)
-        masks = torch.einsum("dlbqc,btchw->dlbqthw", mask_embed(queries), video_mask_features)
-        return {"queries": queries, "masks": masks, "fq_embed": fq_embed, "cq_embed": self.sim_embed_clip(queries)}
+        return torch.stack(outputs, 0)
