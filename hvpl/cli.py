@@ -61,7 +61,8 @@ def cmd_split(args):
 
     scenario = load_scenario(args.scenario)
     root = args.data_root or (scenario.get("data") or {}).get("root")   # neither: $DATASETS_ROOT (data/ytvis.py)
-    make_scenario_split(scenario, Path(root) if root else None, Path(args.out), seed=args.seed)
+    make_scenario_split(scenario, Path(root) if root else None, Path(args.out), seed=args.seed,
+                        order_index=args.order)
 
 
 def cmd_evaluate(args):
@@ -73,7 +74,7 @@ def cmd_evaluate(args):
 def cmd_forgetting(args):
     from hvpl.evaluation.forgetting import forgetting_files
 
-    forgetting_files(args.metrics, args.classes, args.out)
+    forgetting_files(args.metrics, args.classes, args.out, matrix_path=args.matrix)
 
 
 def cmd_summarize(args):
@@ -81,7 +82,7 @@ def cmd_summarize(args):
 
     results = Path(args.results_dir)
     summarize(results, Path(args.out or results / "summary.csv"), Path(args.plots_dir or results / "plots"),
-              runs=args.runs)
+              runs=args.runs, tables_dir=Path(args.tables_dir or results / "tables"))
 
 
 def cmd_params(args):
@@ -140,6 +141,9 @@ def _add_split_parser(sub) -> None:
                         "else $DATASETS_ROOT)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=None, help="re-split seed (default: the scenario's)")
+    p.add_argument("--order", type=int, default=0,
+                   help="class order: 0 = the scenario's own, K >= 1 = a permutation drawn from K (recorded in "
+                        "classes.json; same train/test videos as order 0)")
     p.set_defaults(func=cmd_split)
 
 
@@ -158,6 +162,8 @@ def _add_forgetting_parser(sub) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of steps 0..t, in order")
     p.add_argument("--classes", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--matrix", default=None,
+                   help="also write the task matrix R[i][j] (AP and AR1 of task j after step i) to this CSV")
     p.set_defaults(func=cmd_forgetting)
 
 
@@ -166,6 +172,8 @@ def _add_summarize_parser(sub) -> None:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default=None, help="default: RESULTS_DIR/summary.csv")
     p.add_argument("--plots-dir", default=None, help="default: RESULTS_DIR/plots")
+    p.add_argument("--tables-dir", default=None,
+                   help="paper-style tables <scenario>.md / .tex (default: RESULTS_DIR/tables)")
     p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
     p.set_defaults(func=cmd_summarize)
 
@@ -243,14 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Output arguments that name folders (per command); every other ``--out`` names a file.
-OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"), "summarize": ("plots_dir",)}
+OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"),
+               "summarize": ("plots_dir", "tables_dir")}
 
 
 def check_output_paths(args) -> None:
     """Before anything is written: an output folder must not be an existing file, an output file not an existing
     folder, and no parent of either an existing file."""
     dirs = OUTPUT_DIRS.get(args.command, ())
-    names = set(dirs) | {"out"}
+    names = set(dirs) | {"out", "matrix"}
     for name in sorted(names):
         value = getattr(args, name, None)
         if value is None:
