@@ -68,7 +68,13 @@ def cmd_split(args):
 def cmd_evaluate(args):
     from hvpl.evaluation.evaluate import evaluate_files
 
-    evaluate_files(args.gt, args.results, args.out, classes_path=args.classes, step=args.step)
+    metrics = evaluate_files(args.gt, args.results, args.out, classes_path=args.classes, step=args.step)
+    if args.tensorboard:
+        from hvpl.utils.tensorboard import write_eval_scalars
+
+        if args.step is None:
+            raise HVPLError("evaluate: --tensorboard needs --step (the x value of the eval/* scalars)")
+        write_eval_scalars(args.tensorboard, metrics, args.step)
 
 
 def cmd_forgetting(args):
@@ -98,7 +104,7 @@ def cmd_train(args):
 
     train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
                prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
-               device=args.device, threads=args.threads, workers=args.workers)
+               device=args.device, threads=args.threads, workers=args.workers, tensorboard_dir=args.tensorboard)
 
 
 def cmd_ogc_memory(args):
@@ -154,6 +160,8 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--classes", default=None, help="classes.json: adds per-task and old/new breakdowns")
     p.add_argument("--step", type=int, default=None, help="the step these results belong to (with --classes)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also add the metrics (eval/*, at --step) to the run's TensorBoard folder DIR")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -197,6 +205,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--ogc-basis", default=None, help="step T ogc_basis.pt (methods with OGC)")
     p.add_argument("--ckpt-dir", default=None,
                    help="periodic checkpoints (default: OUT_DIR/../checkpoints/<name of OUT_DIR>)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="the run's TensorBoard folder: losses, lr, gradient norm, iteration time (needs the "
+                        "tensorboard package, extra hvpl[tb]; default: none)")
     p.set_defaults(func=cmd_train)
 
 

@@ -278,6 +278,15 @@ def uses_coco(scenario):
     return bool((SCENARIOS[scenario].get("data") or {}).get("use_coco"))
 
 
+def tensorboard_flag():
+    """` --tensorboard <run folder>/tensorboard` for the train and evaluate commands (config `tensorboard`, default
+    true; `--config tensorboard=false` turns it off): one TensorBoard run per (scenario, order, method, seed).
+    Part of the command text, not of the params, so switching it reruns no finished job."""
+    if not config.get("tensorboard", True):
+        return ""
+    return f" --tensorboard {run_dir('{wildcards.scenario}', '{wildcards.method}', '{wildcards.seed}')}/tensorboard"
+
+
 def run_outputs(scenario, method, seed):
     """The per-step metrics and the run's forgetting.json and matrix.csv: what `all` asks for per run."""
     steps = run_steps(scenario, method)
