@@ -135,7 +135,15 @@ def _runs_note(values: pd.DataFrame, final: pd.DataFrame) -> str:
             "mean ± std over the runs when there are several; bold: best continual method per column")
 
 
-def render_markdown(scenario: str, final: pd.DataFrame, paper: dict | None) -> str:
+def _final(df: pd.DataFrame) -> pd.DataFrame:
+    from hvpl.evaluation.summary import final_runs
+
+    return final_runs(df)
+
+
+def render_markdown(scenario: str, df: pd.DataFrame, paper: dict | None) -> str:
+    """The Markdown file of one scenario from its summary rows ``df`` (the final step's are used)."""
+    final = _final(df)
     values = table_values(final)
     header = ["Method"] + [HEADER[c] for c in METRICS + FORGETTING + [PARAMS]]
     rows = [[m] + [f"**{t}**" if b else t for t, b in cells] for m, cells in _rows(values, "±")]
@@ -147,7 +155,9 @@ def render_markdown(scenario: str, final: pd.DataFrame, paper: dict | None) -> s
     return text
 
 
-def render_latex(scenario: str, final: pd.DataFrame, paper: dict | None) -> str:
+def render_latex(scenario: str, df: pd.DataFrame, paper: dict | None) -> str:
+    """The .tex file of one scenario (tabular environments and comments) from its summary rows ``df``."""
+    final = _final(df)
     values = table_values(final)
     header = ["Method"] + [_tex_escape(HEADER[c]) for c in METRICS + FORGETTING + [PARAMS]]
     rows = [[_tex_escape(m)] + [rf"\textbf{{{t}}}" if b else t for t, b in cells]
@@ -164,14 +174,12 @@ def render_latex(scenario: str, final: pd.DataFrame, paper: dict | None) -> str:
 
 def write_tables(df: pd.DataFrame, tables_dir: Path) -> list:
     """``<scenario>.md`` and ``<scenario>.tex`` for every scenario of the summary ``df``; returns the paths."""
-    from hvpl.evaluation.summary import final_runs
-
     tables_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for scenario, final in final_runs(df).groupby("scenario", sort=True):
+    for scenario, rows in df.groupby("scenario", sort=True):
         paper = paper_results().get(scenario)
         for suffix, render in ((".md", render_markdown), (".tex", render_latex)):
             path = tables_dir / f"{scenario}{suffix}"
-            atomic_write_text(path, render(scenario, final, paper))
+            atomic_write_text(path, render(scenario, rows, paper))
             written.append(path)
     return written
