@@ -47,6 +47,20 @@ def test_training_writes_losses_lr_grad_norm_and_time(tiny_split_dir, tmp_path):
     assert all(v > 0 for _, v in scalars["train/grad_norm"])
 
 
+def test_step1_continues_after_step0_iterations_recorded_in_its_model(tiny_split_dir, tmp_path):
+    """As in the workflow, step 1's config does not carry step 0's iteration override: the offset comes from
+    step 0's model file."""
+    tb = tmp_path / "tensorboard"
+    first = load_run_config("synth_smoke", "finetune", None, SMALL + ["scenario.train.step0_iters=3"])
+    tr.train_step(first, step=0, train_json=tiny_split_dir / "train_step0.json", out_dir=tmp_path / "step0",
+                  seed=0, tensorboard_dir=tb)
+    second = load_run_config("synth_smoke", "finetune", None, SMALL + ["scenario.train.inc_iters=2"])
+    assert second["scenario"]["train"]["step0_iters"] != 3
+    tr.train_step(second, step=1, train_json=tiny_split_dir / "train_step1.json", out_dir=tmp_path / "step1",
+                  prev_model=tmp_path / "step0" / "model_final.pth", seed=0, tensorboard_dir=tb)
+    assert [s for s, _ in read_scalars(tb)["train/loss"]] == [1, 2, 3, 4, 5]
+
+
 def test_later_steps_continue_the_run_iterations():
     train = {"step0_iters": 30, "inc_iters": 15}
     assert iteration_offset(train, 0, first=True) == 0

@@ -153,3 +153,32 @@ def test_a_second_order_runs_and_is_summarized(pre_orders_results, tmp_path):
     n0, n_inc = FAST["scenario.train.step0_iters"], FAST["scenario.train.inc_iters"]
     assert steps == list(range(1, n0 + 2 * n_inc + 1))      # step 0 (shared) then steps 1, 2, one run
     assert [e.step for e in acc.Scalars("eval/AP")] == [0, 1, 2]
+
+
+def test_dry_run_plans_one_split_and_run_set_per_order(tmp_path):
+    """orders [0, 2]: order 0 as before (plain folders, no --order), order 2 in its own folders with
+    `hvpl split --order 2`; training reads the order's split under the plain scenario name."""
+    from workflow_helpers import expected_counts, shell_commands
+
+    cfg = _config(tmp_path / "orders.yaml", methods=["hvpl", "joint"], orders=[0, 2])
+    res = run_snakemake("-n", "-p", "all", "--configfile", str(cfg), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    one = expected_counts(["hvpl", "joint"])
+    assert job_counts(out) == {k: (v if k in ("synthesize", "summarize", "all") else 2 * v) for k, v in one.items()}
+    splits = [ln for ln in out.splitlines() if "hvpl split --scenario" in ln]
+    assert len(splits) == 2
+    (plain,) = [s for s in splits if "--out results/data/synth_smoke " in s]
+    (drawn,) = [s for s in splits if "--out results/data/synth_smoke@order2 " in s]
+    assert "--order" not in plain and "--order 2 " in drawn
+    train = [c for c in shell_commands(out) if c.startswith("hvpl train") and "@order2" in c]
+    assert train and all("--scenario synth_smoke " in c for c in train)
+    assert any("--train-json results/data/synth_smoke@order2/train_step1.json" in c
+               and "--out-dir results/synth_smoke@order2/hvpl/seed0/step1 " in c
+               and "--tensorboard results/synth_smoke@order2/hvpl/seed0/tensorboard " in c for c in train)
+    evaluate = [c for c in shell_commands(out) if c.startswith("(hvpl predict")]
+    assert all("--tensorboard results/" in c for c in evaluate)
+
+    res = run_snakemake("-n", "-p", "all", "--configfile", str(cfg), "--config", "tensorboard=false",
+                        workdir=tmp_path)
+    assert res.returncode == 0 and "--tensorboard" not in res.stdout + res.stderr

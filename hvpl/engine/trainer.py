@@ -40,7 +40,7 @@ from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, pla
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_torch_save, atomic_write_text
 from hvpl.utils.logging import log, progress
-from hvpl.utils.tensorboard import iteration_offset, open_writer, write_train_scalars
+from hvpl.utils.tensorboard import iterations_before, open_writer, write_train_scalars
 
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
 
@@ -88,7 +88,8 @@ class StepTrainer:
     """The training loop of one step (built by :func:`train_step`)."""
 
     def __init__(self, cfg: dict, plan: StepPlan, model, dataset, info: DistInfo, *, seed: int, out_dir: Path,
-                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str, workers: int = 0, tb_writer=None):
+                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str, workers: int = 0, tb_writer=None,
+                 iterations_before: int = 0):
         from hvpl.model.criterion import SetCriterion
 
         self.cfg, self.plan, self.info, self.seed = cfg, plan, info, seed
@@ -108,7 +109,7 @@ class StepTrainer:
             self.projector = OGCProjector(model.frame_decoder.prompts[plan.step - 1].content, basis)
         self.state = _State()
         self.tb, self.grad_norm = tb_writer, None   # TensorBoard (hvpl.utils.tensorboard), rank 0 only
-        self.tb_offset = iteration_offset(self.train_cfg, plan.step, plan.step == 0 or plan.method.joint)
+        self.tb_offset = iterations_before           # the run's iterations before this step (TensorBoard x)
         self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                        enabled=info.device.type == "cuda")
 
@@ -249,7 +250,8 @@ class StepTrainer:
         plan = self.plan
         atomic_torch_save(self.out_dir / FINAL_NAME, {
             **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
-            "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+            "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters,
+            "run_iterations": self.tb_offset + plan.iters})
         done = {"event": "done", "train_seconds": round(self.state.train_seconds, 3), "iterations": plan.iters,
                 "trainable_params": trainable, "total_params": total, "init_weights": describe_init(self.cfg)}
         lines = self.state.log_lines + [done]
@@ -324,7 +326,8 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
         workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
                               basis=basis, fingerprint=fp, workers=workers,
-                              tb_writer=open_writer(tensorboard_dir) if info.is_main else None)
+                              tb_writer=open_writer(tensorboard_dir) if info.is_main else None,
+                              iterations_before=iterations_before(cfg, plan, prev))
         trainer.resume()
         if info.is_main:
             _warn_if_no_lr_drop(cfg, plan)

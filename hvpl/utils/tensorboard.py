@@ -6,7 +6,7 @@ adding its own event file, so ``tensorboard --logdir results/`` lists the runs s
 
 Tags: ``train/<loss term>`` (``train/loss`` = the total), ``train/lr``, ``train/grad_norm`` (before clipping),
 ``train/iter_seconds``, against the run's global iteration (the iterations of the earlier steps come first, see
-:func:`iteration_offset`); ``eval/<metric>`` (AP, AP50, AP75, AR1, AR10, AP_old, AP_new) against the step.
+:func:`iterations_before`); ``eval/<metric>`` (AP, AP50, AP75, AR1, AR10, AP_old, AP_new) against the step.
 Without the package (or without a folder) :func:`open_writer` returns None and nothing is written.
 """
 from __future__ import annotations
@@ -40,11 +40,22 @@ def open_writer(logdir):
 
 
 def iteration_offset(train_cfg: dict, step: int, first: bool) -> int:
-    """Iterations of a run before step ``step``: 0 for a first step (step 0, joint), else step 0's iterations
-    plus ``inc_iters`` per earlier incremental step."""
+    """Iterations of a run before step ``step`` by the scenario's schedule: 0 for a first step (step 0, joint),
+    else step 0's iterations plus ``inc_iters`` per earlier incremental step."""
     if first:
         return 0
     return int(train_cfg["step0_iters"]) + (step - 1) * int(train_cfg["inc_iters"])
+
+
+def iterations_before(cfg: dict, plan, prev: dict | None) -> int:
+    """The run's iterations before this step: the previous step's model file records them (``run_iterations``;
+    the workflow passes step-0-only overrides to step 0 alone, so this step's config may not know step 0's
+    count); a file written before that key existed falls back to the scenario's schedule."""
+    if prev is None:
+        return 0
+    if "run_iterations" in prev:
+        return int(prev["run_iterations"])
+    return iteration_offset(cfg["scenario"]["train"], plan.step, plan.step == 0 or plan.method.joint)
 
 
 def write_train_scalars(writer, iteration: int, values: dict, lr: float, grad_norm, seconds: float) -> None:

@@ -282,7 +282,7 @@ def tensorboard_flag():
     """` --tensorboard <run folder>/tensorboard` for the train and evaluate commands (config `tensorboard`, default
     true; `--config tensorboard=false` turns it off): one TensorBoard run per (scenario, order, method, seed).
     Part of the command text, not of the params, so switching it reruns no finished job."""
-    if not config.get("tensorboard", True):
+    if str(config.get("tensorboard", True)).lower() == "false":
         return ""
     return f" --tensorboard {run_dir('{wildcards.scenario}', '{wildcards.method}', '{wildcards.seed}')}/tensorboard"
 
