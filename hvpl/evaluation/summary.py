@@ -8,8 +8,9 @@ Reads, per run folder ``{results}/{scenario}/{method}/seed{seed}`` (class order 
 
 Writes (all atomically):
 - ``out_csv``: one row per (scenario, order, method, seed, step); the columns of pipeline.md first (``COLUMNS``),
-  then ``EXTRA_COLUMNS`` (``order`` and the backward transfer ``BWT`` / ``BWT_AR1`` first). Metrics are fractions, -1 where undefined; forgetting columns are empty at step 0
-  and wherever forgetting is undefined (joint runs, missing forgetting.json).
+  then ``EXTRA_COLUMNS`` (``order`` and the backward transfer ``BWT`` / ``BWT_AR1`` first). Metrics are
+  fractions, -1 where undefined; forgetting columns are empty at step 0 and wherever forgetting is undefined
+  (joint runs, missing forgetting.json).
 - ``summary_per_class.csv`` next to it: per-class AP/AR1 of every step (long format).
 - ``summary_final.csv`` next to it: the final step per (scenario, method, order) as mean/std over seeds, and
   with several orders per (scenario, method) over every seed and order (``order`` = ``all``); a single run's std
@@ -31,7 +32,8 @@ from hvpl.utils.logging import log
 
 COLUMNS = ["scenario", "dataset", "method", "seed", "step", "num_classes", "AP", "AP50", "AP75", "AR1", "AR10",
            "AP_old", "AP_new", "FAP", "FAR1", "F_AP", "trainable_params", "train_seconds"]
-EXTRA_COLUMNS = ["order", "BWT", "BWT_AR1", "AP_small", "AP_medium", "AP_large", "AR100", "AR_small", "AR_medium", "AR_large",
+EXTRA_COLUMNS = ["order", "BWT", "BWT_AR1", "AP_small", "AP_medium", "AP_large", "AR100", "AR_small", "AR_medium",
+                 "AR_large",
                  "FAP_task", "FAR1_task", "total_params", "iterations", "num_steps", "final_step", "resplit",
                  "split_seed", "init_weights"]
 STAT_COLUMNS = ["AP", "AP50", "AP75", "AR1", "AR10", "AP_small", "AP_medium", "AP_large", "AR100", "AR_small",
@@ -42,7 +44,7 @@ FINAL_METRICS = ["AP", "AP50", "AP75", "AR1", "AR10", "AP_old", "AP_new", "FAP",
 PER_CLASS_COLUMNS = ["scenario", "order", "method", "seed", "step", "category_id", "AP", "AR1"]
 ORDER_SEP = "@order"       # results/{scenario}@order{k}/ holds class order k >= 1 (common.smk split_key)
 ALL_ORDERS = "all"
-SKIP_SCENARIOS = {"data", "plots"}
+SKIP_SCENARIOS = {"data", "plots", "tables"}
 BASE_PREFIX = "_base_"     # shared step-0 runs of the workflow (common.smk BASE_PREFIX) are not reported
 STEP_DIR = re.compile(r"^step(\d+)$")
 SEED_DIR = re.compile(r"^seed(\d+)$")
