@@ -287,6 +287,15 @@ def tensorboard_flag():
     return f" --tensorboard {run_dir('{wildcards.scenario}', '{wildcards.method}', '{wildcards.seed}')}/tensorboard"
 
 
+# Report categories of the plots by file name prefix (hvpl/evaluation/plots.py, curves.py); the rest: "Plots".
+PLOT_CATEGORIES = {"task_matrix_": "Task matrices", "loss_curves_": "Training curves"}
+
+
+def plot_category(wildcards):
+    """The report category of one plot (``wildcards.name``: its file name without .png)."""
+    return next((cat for prefix, cat in PLOT_CATEGORIES.items() if wildcards.name.startswith(prefix)), "Plots")
+
+
 def run_outputs(scenario, method, seed):
     """The per-step metrics and the run's forgetting.json and matrix.csv: what `all` asks for per run."""
     steps = run_steps(scenario, method)

@@ -24,15 +24,6 @@ rule forgetting:
         "--matrix {output.matrix} > {log} 2>&1"
 
 
-# Report categories of the plots by file name prefix (hvpl/evaluation/plots.py, curves.py); the rest: "Plots".
-PLOT_CATEGORIES = {"task_matrix_": "Task matrices", "loss_curves_": "Training curves"}
-
-
-def plot_category(wildcards):
-    """The report category of one plot (``wildcards.name``: its file name without .png)."""
-    return next((cat for prefix, cat in PLOT_CATEGORIES.items() if wildcards.name.startswith(prefix)), "Plots")
-
-
 rule summarize:
     """One row per (scenario, order, method, seed, step) of the configured runs, the plots (results, task
     matrices, loss curves) and the paper-style tables per scenario."""
