@@ -80,19 +80,26 @@ def cmd_split(args):
 
     scenario = load_scenario(args.scenario)
     root = args.data_root or (scenario.get("data") or {}).get("root")   # neither: $DATASETS_ROOT (data/ytvis.py)
-    make_scenario_split(scenario, Path(root) if root else None, Path(args.out), seed=args.seed)
+    make_scenario_split(scenario, Path(root) if root else None, Path(args.out), seed=args.seed,
+                        order_index=args.order)
 
 
 def cmd_evaluate(args):
     from hvpl.evaluation.evaluate import evaluate_files
 
-    evaluate_files(args.gt, args.results, args.out, classes_path=args.classes, step=args.step)
+    metrics = evaluate_files(args.gt, args.results, args.out, classes_path=args.classes, step=args.step)
+    if args.tensorboard:
+        from hvpl.utils.tensorboard import write_eval_scalars
+
+        if args.step is None:
+            raise HVPLError("evaluate: --tensorboard needs --step (the x value of the eval/* scalars)")
+        write_eval_scalars(args.tensorboard, metrics, args.step)
 
 
 def cmd_forgetting(args):
     from hvpl.evaluation.forgetting import forgetting_files
 
-    forgetting_files(args.metrics, args.classes, args.out)
+    forgetting_files(args.metrics, args.classes, args.out, matrix_path=args.matrix)
 
 
 def cmd_summarize(args):
@@ -100,7 +107,7 @@ def cmd_summarize(args):
 
     results = Path(args.results_dir)
     summarize(results, Path(args.out or results / "summary.csv"), Path(args.plots_dir or results / "plots"),
-              runs=args.runs)
+              runs=args.runs, tables_dir=Path(args.tables_dir or results / "tables"))
 
 
 def cmd_params(args):
@@ -118,7 +125,7 @@ def cmd_train(args):
     train_step(_run_config(args), step=args.step, train_json=Path(args.train_json), out_dir=Path(args.out_dir),
                prev_model=args.prev_model, ogc_basis=args.ogc_basis, ckpt_dir=args.ckpt_dir, seed=args.seed,
                device=args.device, threads=args.threads, workers=args.workers,
-               frame_check=args.frame_check or default_frame_check())
+               frame_check=args.frame_check or default_frame_check(), tensorboard_dir=args.tensorboard)
 
 
 def cmd_ogc_memory(args):
@@ -186,6 +193,9 @@ def _add_split_parser(sub) -> None:
     p.add_argument("--out", required=True, help="split folder: writes classes.json, train_step{t}.json, "
                                                 "test_step{t}.json, split_info.json")
     p.add_argument("--seed", type=INDEX, default=None, help="re-split seed (default: the scenario's)")
+    p.add_argument("--order", type=INDEX, default=0,
+                   help="class order: 0 = the scenario's own, K >= 1 = a permutation drawn from K (recorded in "
+                        "classes.json; same train/test videos as order 0)")
     p.set_defaults(func=cmd_split)
 
 
@@ -196,6 +206,8 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--out", required=True, help="metrics.json to write")
     p.add_argument("--classes", default=None, help="classes.json: adds per-task and old/new breakdowns")
     p.add_argument("--step", type=INDEX, default=None, help="the step these results belong to (with --classes)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also add the metrics (eval/*, at --step) to the run's TensorBoard folder DIR")
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -204,6 +216,8 @@ def _add_forgetting_parser(sub) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of steps 0..t, in order")
     p.add_argument("--classes", required=True, help="classes.json of the split (the class ids of each step)")
     p.add_argument("--out", required=True, help="forgetting.json to write")
+    p.add_argument("--matrix", default=None,
+                   help="also write the task matrix R[i][j] (AP and AR1 of task j after step i) to this CSV")
     p.set_defaults(func=cmd_forgetting)
 
 
@@ -212,6 +226,8 @@ def _add_summarize_parser(sub) -> None:
     p.add_argument("--results-dir", default="results", help="root of the results layout (default: results)")
     p.add_argument("--out", default=None, help="default: RESULTS_DIR/summary.csv")
     p.add_argument("--plots-dir", default=None, help="default: RESULTS_DIR/plots")
+    p.add_argument("--tables-dir", default=None,
+                   help="paper-style tables <scenario>.md / .tex (default: RESULTS_DIR/tables)")
     p.add_argument("--runs", nargs="*", default=None, help="run folders (default: every run under results-dir)")
     p.set_defaults(func=cmd_summarize)
 
@@ -239,6 +255,9 @@ def _add_train_parser(sub) -> None:
                    help="before training, decode every frame of the training JSON once (decode; remembered per "
                         "dataset in .hvpl_frames_checked.json) or only check the files exist (exists); default "
                         "$HVPL_FRAME_CHECK, else decode")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="the run's TensorBoard folder: losses, lr, gradient norm, iteration time (needs the "
+                        "tensorboard package, extra hvpl[tb]; default: none)")
     p.set_defaults(func=cmd_train)
 
 
@@ -324,14 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Output arguments that name folders (per command); every other ``--out`` names a file.
-OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"), "summarize": ("plots_dir",)}
+OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"),
+               "summarize": ("plots_dir", "tables_dir")}
 
 
 def check_output_paths(args) -> None:
     """Before anything is written: an output folder must not be an existing file, an output file not an existing
     folder, and no parent of either an existing file."""
     dirs = OUTPUT_DIRS.get(args.command, ())
-    names = set(dirs) | {"out"}
+    names = set(dirs) | {"out", "matrix"}
     for name in sorted(names):
         value = getattr(args, name, None)
         if value is None:

@@ -231,3 +231,25 @@ def test_resplit_keeps_unannotated_videos_out_of_the_test_set():
         train, test = stratified_resplit(make_dataset(cats), [1, 2], 0.3, seed, "x")
         assert all(cats[v] for v in test), (seed, test)
         assert len(test) == round(0.3 * 10) and sorted(train + test) == sorted(cats)
+
+
+def test_class_orders_permute_the_classes_not_the_videos(root, tmp_path):
+    """Order 0 is the scenario's own order; order k >= 1 a permutation drawn from k (base classes included),
+    recorded in classes.json, the same for the same k, with the train/test videos of order 0."""
+    from hvpl.data.splits import permuted_order
+
+    own = make_scenario_split(scenario(class_order=[3, 1, 4, 2]), root, tmp_path / "o0", seed=None)
+    assert own["order"] == 0 and own["class_order"] == [3, 1, 4, 2]
+    drawn = {k: permuted_order([3, 1, 4, 2], k) for k in range(1, 6)}
+    assert all(sorted(o) == [1, 2, 3, 4] for o in drawn.values())
+    assert len({tuple(o) for o in drawn.values()} | {(3, 1, 4, 2)}) > 2       # orders differ
+    assert {o[0] for o in drawn.values()} != {3}                              # the base classes are drawn too
+    one = make_scenario_split(scenario(class_order=[3, 1, 4, 2]), root, tmp_path / "o1", seed=None, order_index=1)
+    assert one["order"] == 1 and one["class_order"] == drawn[1] == permuted_order([3, 1, 4, 2], 1)
+    assert one["steps"] == [drawn[1][:2], drawn[1][2:3], drawn[1][3:]]
+    assert load(tmp_path / "o1" / "classes.json") == one
+    for name in ("train_video_ids", "test_video_ids"):
+        assert load(tmp_path / "o1" / "split_info.json")[name] == load(tmp_path / "o0" / "split_info.json")[name]
+    assert [c["id"] for c in load(tmp_path / "o1" / "train_step0.json")["categories"]] == drawn[1][:2]
+    with pytest.raises(HVPLError, match="order index"):
+        permuted_order([1, 2], -1)

@@ -197,3 +197,53 @@ def test_a_killed_summarize_leaves_nothing_that_the_next_run_keeps(tmp_path):
     assert leftovers() == []
     assert (results / "summary.csv").is_file() and (results / "plots" / "ap_per_step.png").read_bytes()[:8] == \
         PNG_MAGIC
+
+
+def test_single_run_std_is_empty_not_zero(tmp_path):
+    results = fake_results(tmp_path)
+    summarize(results, results / "summary.csv", results / "plots")
+    final = pd.read_csv(results / "summary_final.csv", keep_default_na=False)
+    joint = final[(final.scenario == "synth_4-2") & (final.method == "joint")].iloc[0]
+    assert joint["num_runs"] == 1 and joint["AP_std"] == "" and float(joint["AP_mean"]) == pytest.approx(0.7 - 0.2)
+
+
+def test_class_orders_are_a_column_and_pooled_in_the_final_table(tmp_path):
+    """A run of class order 1 (folder NAME@order1, its own classes.json) is the same scenario with order 1; the
+    final table has one row per order (mean over seeds) and one over every seed and order (order "all")."""
+    results = fake_results(tmp_path)
+    classes = json.loads((results / "data" / "synth_4-2" / "classes.json").read_text())
+    _dump(results / "data" / "synth_4-2@order1" / "classes.json", dict(classes, order=1))
+    fake_run(results, "synth_4-2@order1", "hvpl", 0, [0, 1, 2], 0.6)
+    summarize(results, results / "summary.csv", results / "plots")
+    csv = pd.read_csv(results / "summary.csv")
+    assert list(csv.columns[:len(COLUMNS)]) == COLUMNS and "order" in csv.columns
+    mine = csv[(csv.scenario == "synth_4-2") & (csv.method == "hvpl")]
+    assert sorted(set(zip(mine["order"], mine["seed"]))) == [(0, 0), (0, 1), (1, 0)]
+    assert "synth_4-2@order1" not in set(csv["scenario"])
+    final = pd.read_csv(results / "summary_final.csv", keep_default_na=False)
+    rows = final[(final.scenario == "synth_4-2") & (final.method == "hvpl")].set_index("order")
+    assert sorted(rows.index) == ["0", "1", "all"]
+    assert rows.loc["all", "num_runs"] == 3 and rows.loc["all", "num_orders"] == 2
+    aps = [0.5 - 0.2, 0.52 - 0.2, 0.6 - 0.2]
+    assert float(rows.loc["all", "AP_mean"]) == pytest.approx(sum(aps) / 3)
+    assert rows.loc["1", "AP_std"] == ""
+    assert "all" not in set(final[final.method == "finetune"]["order"])     # one order: no pooled row
+    per_class = pd.read_csv(results / "summary_per_class.csv")
+    assert set(per_class[per_class.scenario == "synth_4-2"]["order"]) == {0, 1}
+    plots = {p.name for p in (results / "plots").iterdir()}
+    assert {"per_class_ap_synth_4-2@order1_hvpl.png", "task_matrix_synth_4-2.png",
+            "loss_curves_synth_4-2.png"} <= plots
+    assert (results / "tables" / "synth_4-2.md").is_file()
+
+
+def test_bwt_column_from_the_task_matrix(tmp_path):
+    results = fake_results(tmp_path)
+    # task 0's AP: 0.5 after step 0, 0.3 after step 2 (fake_metrics: every task = the run's base - 0.1 t)
+    summarize(results, results / "summary.csv", results / "plots")
+    csv = pd.read_csv(results / "summary.csv")
+    row = csv[(csv.scenario == "synth_4-2") & (csv.method == "hvpl") & (csv.seed == 0)].set_index("step")
+    assert math.isnan(row.loc[0, "BWT"])
+    assert row.loc[1, "BWT"] == pytest.approx(0.4 - 0.5)
+    # after step 2: tasks 0 and 1: ((0.3 - 0.5) + (0.3 - 0.4)) / 2
+    assert row.loc[2, "BWT"] == pytest.approx(-0.15)
+    assert csv[csv.method == "joint"]["BWT"].isna().all()

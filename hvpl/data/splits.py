@@ -38,6 +38,17 @@ def class_order(scenario: dict, categories: list[dict], where: str) -> list[int]
     return list(order)
 
 
+def permuted_order(order: list[int], order_index: int) -> list[int]:
+    """Class order ``order_index`` of a scenario: 0 = ``order`` itself, k >= 1 = a permutation of all of it
+    (base classes drawn like the rest) by a generator seeded with k, so the same k always gives the same order."""
+    if order_index < 0:
+        raise HVPLError(f"class order index must be >= 0, got {order_index}")
+    if order_index == 0:
+        return list(order)
+    perm = np.random.default_rng(order_index).permutation(len(order))
+    return [order[i] for i in perm]
+
+
 def step_classes(order: list[int], base: int, increment: int) -> list[list[int]]:
     """Category ids introduced at each step: the first ``base``, then ``increment`` at a time."""
     steps = [order[:base]]
@@ -221,11 +232,14 @@ def _check_split_frames(data: dict, frames: Path, train_ids, test_ids, source: l
         check_video_frames(v, frames, where[v["id"]], sizes=True)
 
 
-def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None) -> dict:
+def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: int | None,
+                        order_index: int = 0) -> dict:
     """Split ``scenario``'s dataset under ``data_root`` into the per-step files in ``out_dir``.
 
     Uses the paper's split files when present, else a seeded class-stratified re-split of train.json
-    (``seed``, default ``scenario["split"]["seed"]``). Returns the classes.json dict.
+    (``seed``, default ``scenario["split"]["seed"]``). ``order_index`` k >= 1 trains the classes in the order
+    :func:`permuted_order` draws from k; the train/test videos stay those of the scenario's own order, so that
+    orders differ in the class order only. Returns the classes.json dict (recording ``order``).
     """
     layout = resolve_layout(scenario["dataset"], data_root)
     split_cfg = scenario.get("split") or {}
@@ -248,6 +262,7 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
         log(f"{scenario['name']}: no paper split files; re-split {layout.train_json} with seed {seed} "
             f"into {len(train_ids)} train / {len(test_ids)} test videos")
     _check_split_frames(data, layout.train_frames, train_ids, test_ids, source)
+    order = permuted_order(order, order_index)
     steps = step_classes(order, scenario["base"], scenario["increment"])
     files = _step_files(data, order, steps, train_ids, test_ids, out_dir,
                         _rel_image_root(layout.train_frames, out_dir))
@@ -258,7 +273,8 @@ def make_scenario_split(scenario: dict, data_root: Path, out_dir: Path, seed: in
             "num_test_videos": len(test_ids), "train_videos_per_class": _per_class_counts(data, train_ids, order),
             "test_videos_per_class": _per_class_counts(data, test_ids, order),
             "train_video_ids": train_ids, "test_video_ids": test_ids}
-    classes = {"scenario": scenario["name"], "dataset": scenario["dataset"], "class_order": order,
+    classes = {"scenario": scenario["name"], "dataset": scenario["dataset"], "order": order_index,
+               "class_order": order,
                "steps": steps, "categories": [{"id": c["id"], "name": c["name"]}
                                               for c in _categories_in_order(data, order)],
                "resplit": resplit, "split_seed": seed if resplit else None}

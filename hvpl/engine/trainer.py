@@ -41,6 +41,7 @@ from hvpl.engine.step_plan import StepPlan, build_step_model, coco_json_for, pla
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_files, atomic_write_text, write_torch
 from hvpl.utils.logging import log, progress
+from hvpl.utils.tensorboard import iterations_before, open_writer, write_train_scalars
 
 SEED_STRIDE = 1_000_003   # mixes (seed, step, iteration, slot) into one generator seed
 
@@ -88,7 +89,8 @@ class StepTrainer:
     """The training loop of one step (built by :func:`train_step`)."""
 
     def __init__(self, cfg: dict, plan: StepPlan, model, dataset, info: DistInfo, *, seed: int, out_dir: Path,
-                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str, workers: int = 0):
+                 ckpt_dir: Path, basis: torch.Tensor | None, fingerprint: str, workers: int = 0, tb_writer=None,
+                 iterations_before: int = 0):
         from hvpl.model.criterion import SetCriterion
 
         self.cfg, self.plan, self.info, self.seed = cfg, plan, info, seed
@@ -107,6 +109,8 @@ class StepTrainer:
 
             self.projector = OGCProjector(model.frame_decoder.prompts[plan.step - 1].content, basis)
         self.state = _State()
+        self.tb, self.grad_norm = tb_writer, None   # TensorBoard (hvpl.utils.tensorboard), rank 0 only
+        self.tb_offset = iterations_before           # the run's iterations before this step (TensorBoard x)
         self.autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                        enabled=info.device.type == "cuda")
 
@@ -189,7 +193,9 @@ class StepTrainer:
         mark("backward")
         if self.projector is not None:
             self.projector.apply()
-        clip_gradients(self.trainable, self.train_cfg.get("clip_grad"))
+        norm = clip_gradients(self.trainable, self.train_cfg.get("clip_grad"))
+        if self.tb is not None:
+            self.grad_norm = norm if norm is not None else _grad_norm(self.trainable)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -217,8 +223,11 @@ class StepTrainer:
             lr = max(g["lr"] for g in self.optimizer.param_groups)
             tic = time.perf_counter()
             values = self.train_iteration(it, batch=next(batches))
-            st.train_seconds += time.perf_counter() - tic
+            seconds = time.perf_counter() - tic
+            st.train_seconds += seconds
             st.iteration = it + 1
+            if self.tb is not None:
+                write_train_scalars(self.tb, self.tb_offset + it + 1, values, lr, self.grad_norm, seconds)
             for k, v in values.items():
                 st.window[k] = st.window.get(k, 0.0) + v
             st.window_count += 1
@@ -246,8 +255,17 @@ class StepTrainer:
         with atomic_files([self.out_dir / FINAL_NAME, self.out_dir / LOG_NAME]) as (model_tmp, log_tmp):
             write_torch(model_tmp, {
                 **model_file_dict(self.cfg, plan, unwrap(self.ddp)), "trainable_params": trainable,
-                "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters})
+                "total_params": total, "train_seconds": self.state.train_seconds, "iterations": plan.iters,
+                "run_iterations": self.tb_offset + plan.iters})
             log_tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _grad_norm(params) -> float:
+    """The global L2 norm of the gradients (TensorBoard's train/grad_norm when clipping is off)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach().float()) for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _set_threads(threads: int | None) -> None:
@@ -275,7 +293,8 @@ def _input_digests(cfg: dict, plan, train_json, prev_model, ogc_basis) -> dict:
 
 def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, ogc_basis=None, ckpt_dir=None,
                seed: int = 0, device: str = "cpu", threads: int | None = None, workers: int | None = None,
-               frame_check: str = "decode", after_iteration: Callable[[int], None] | None = None) -> Path:
+               frame_check: str = "decode", after_iteration: Callable[[int], None] | None = None,
+               tensorboard_dir=None) -> Path:
     """Train one continual step (see the module doc). Returns the path of ``model_final.pth``.
 
     ``workers``: data-loading processes (hvpl.engine.loader; None: its default for the device); the result
@@ -283,6 +302,7 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
     ``frame_check``: ``decode`` decodes every training frame once before the first iteration (cached per dataset,
     hvpl.data.frame_check); ``exists`` only checks that the files exist.
     ``after_iteration(i)`` is called after iteration i (1-based) completes; tests use it to simulate crashes.
+    ``tensorboard_dir``: the run's TensorBoard folder (hvpl.utils.tensorboard; None or no package: none written).
     """
     from hvpl.data.frame_check import verify_dataset_frames
     from hvpl.continual.growth import count_trainable
@@ -319,7 +339,9 @@ def train_step(cfg: dict, *, step: int, train_json, out_dir, prev_model=None, og
             return out_dir / FINAL_NAME
         workers = default_workers(info.device, threads) if workers is None else int(workers)
         trainer = StepTrainer(cfg, plan, model, dataset, info, seed=seed, out_dir=out_dir, ckpt_dir=ckpt_dir,
-                              basis=basis, fingerprint=fp, workers=workers)
+                              basis=basis, fingerprint=fp, workers=workers,
+                              tb_writer=open_writer(tensorboard_dir) if info.is_main else None,
+                              iterations_before=iterations_before(cfg, plan, prev))
         trainer.resume()
         if info.is_main:
             _warn_if_no_lr_drop(cfg, plan)

@@ -11,6 +11,7 @@ After every step k >= 1, treating k as the final step:
   the task value is the mean of its classes' defined per-class values.
 - F_AP (Chaudhry et al. 2018): mean over old classes of (max over steps s_c..k-1 of AP_c) - AP_c after step k
   (not clipped: negative means the class improved).
+- BWT / BWT_AR1: standard backward transfer from the task matrix (:mod:`hvpl.evaluation.task_matrix`).
 - AP_old / AP_new / AP_all: the metrics' ``AP_old``, ``AP_new`` and ``stats.AP``.
 
 All values are fractions; forgetting is null at step 0 and for runs that do not start at step 0 (joint runs
@@ -19,10 +20,11 @@ have a single step N-1).
 from __future__ import annotations
 
 from hvpl.data.ytvis import is_id
+from hvpl.evaluation.task_matrix import backward_transfer, task_matrix, write_matrix_csv
 from hvpl.utils.errors import HVPLError
 from hvpl.utils.io import atomic_write_json, read_json
 
-FORGETTING_KEYS = ("FAP", "FAR1", "FAP_task", "FAR1_task", "F_AP")
+FORGETTING_KEYS = ("FAP", "FAR1", "FAP_task", "FAR1_task", "F_AP", "BWT", "BWT_AR1")
 
 
 def _defined(x) -> bool:
@@ -96,6 +98,7 @@ def compute_forgetting(metrics_list: list, steps: list) -> dict:
     task_intro = {t: t for t in range(len(steps))}
     hist = {key: [_per_class(m, key) for m in metrics_list] for key in ("AP", "AR1")}
     task_hist = {key: [_per_task(m, key, steps) for m in metrics_list] for key in ("AP", "AR1")}
+    matrix = {key: task_matrix(metrics_list, steps, key) for key in ("AP", "AR1")}
     per_step = []
     for i, (m, k) in enumerate(zip(metrics_list, run_steps)):
         ap_old, ap_new = _old_new(m, steps, k)
@@ -107,7 +110,9 @@ def compute_forgetting(metrics_list: list, steps: list) -> dict:
                          FAR1=paper_forgetting(first["AR1"], hist["AR1"][i], class_intro, k),
                          FAP_task=paper_forgetting(first_t["AP"], task_hist["AP"][i], task_intro, k),
                          FAR1_task=paper_forgetting(first_t["AR1"], task_hist["AR1"][i], task_intro, k),
-                         F_AP=standard_forgetting(hist["AP"], class_intro, k))
+                         F_AP=standard_forgetting(hist["AP"], class_intro, k),
+                         BWT=backward_transfer(matrix["AP"], run_steps, k),
+                         BWT_AR1=backward_transfer(matrix["AR1"], run_steps, k))
         entry.update(AP_old=ap_old, AP_new=ap_new, AP_all=m["stats"]["AP"])
         per_step.append(entry)
     return {"per_step": per_step, "zero_initial_value": "contributes 0 (the authors' code counts it as 100%)"}
@@ -147,8 +152,9 @@ def _load(metrics_paths: list, steps: list) -> list:
     return out
 
 
-def forgetting_files(metrics_paths: list, classes_path, out_path) -> dict:
-    """Read the run's metrics.json files (steps in order) and classes.json; write forgetting.json atomically."""
+def forgetting_files(metrics_paths: list, classes_path, out_path, matrix_path=None) -> dict:
+    """Read the run's metrics.json files (steps in order) and classes.json; write forgetting.json (and with
+    ``matrix_path`` the task matrix, matrix.csv) atomically."""
     classes = read_json(classes_path)
     steps = classes.get("steps") if isinstance(classes, dict) else None
     if (not isinstance(steps, list) or not steps or not all(isinstance(s, list) for s in steps)
@@ -156,6 +162,9 @@ def forgetting_files(metrics_paths: list, classes_path, out_path) -> dict:
         raise HVPLError(f"{classes_path}: steps: must be a non-empty list of lists of category ids")
     if not metrics_paths:
         raise HVPLError("forgetting: no metrics files given")
-    result = compute_forgetting(_load(list(metrics_paths), steps), steps)
+    metrics = _load(list(metrics_paths), steps)
+    result = compute_forgetting(metrics, steps)
+    if matrix_path is not None:
+        write_matrix_csv(matrix_path, metrics, steps)
     atomic_write_json(out_path, result)
     return result

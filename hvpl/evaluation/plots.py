@@ -4,7 +4,9 @@
   scenario; joint training (a single step) is a star at its step with a dotted upper-bound line.
 - ``forgetting_fap.png``: paper FAP (%) after each step k >= 1 per method, one panel per scenario.
 - ``per_class_ap_{scenario}_{method}.png``: per-class AP (%) over the steps (mean over seeds); classes in
-  class order, blank before a class is introduced.
+  class order, blank before a class is introduced; class order k >= 1: ``per_class_ap_{scenario}@order{k}_...``.
+- ``task_matrix_{scenario}.png``: the task matrix R[i][j] (AP %, task j after step i), mean over seeds and
+  orders, one panel per method.
 """
 from __future__ import annotations
 
@@ -121,14 +123,54 @@ def plot_per_class_heatmap(per_class: pd.DataFrame, classes: dict, scenario: str
     return _save(fig, path)
 
 
+def _folder(scenario: str, order: int) -> str:
+    return scenario if int(order) == 0 else f"{scenario}@order{int(order)}"
+
+
+def _draw_matrix(ax, table: pd.DataFrame, title: str) -> None:
+    values = np.ma.masked_invalid(table.to_numpy(dtype=float) * PERCENT)
+    ax.imshow(values, cmap="viridis", vmin=0, vmax=PERCENT)
+    ax.set_xticks(range(table.shape[1]), [str(j) for j in table.columns])
+    ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index])
+    ax.set_xlabel("task j")
+    ax.set_ylabel("after step i")
+    ax.set_title(title, fontsize=9)
+    if table.size <= MAX_ANNOTATED_CELLS:
+        for (i, j), v in np.ndenumerate(values.filled(np.nan)):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                        color="black" if v > PERCENT / 2 else "white")
+
+
+def plot_task_matrices(matrix: pd.DataFrame, plots_dir: Path, metric: str = "AP") -> list:
+    """``task_matrix_{scenario}.png`` per scenario from long-format entries (scenario, order, method, seed,
+    metric, step, task, value); R[i][j] as mean over seeds and orders, blank for tasks not learned yet."""
+    if matrix.empty:
+        return []
+    d = matrix[matrix["metric"] == metric]
+    written = []
+    for scenario, g in d.groupby("scenario", sort=True):
+        methods = sorted(g["method"].unique())
+        fig, axes = _panels(len(methods))
+        for ax, method in zip(axes, methods):
+            table = g[g["method"] == method].groupby(["step", "task"])["value"].mean().unstack("task")
+            runs = g[g["method"] == method][["order", "seed"]].drop_duplicates().shape[0]
+            _draw_matrix(ax, table, f"{method}: {metric} (%) of task j, {runs} run(s)")
+        fig.suptitle(f"task matrix, {scenario}", fontsize=10)
+        fig.tight_layout()
+        written.append(_save(fig, plots_dir / f"task_matrix_{scenario}.png"))
+    return written
+
+
 def make_plots(df: pd.DataFrame, per_class: pd.DataFrame, classes: dict, plots_dir: Path) -> list:
-    """Write every plot; ``classes`` = {scenario: classes.json dict}. Returns the paths written."""
+    """Write every plot; ``classes`` = {(scenario, order): classes.json dict}. Returns the paths written."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     colors = _method_colors(df["method"].unique())
     written = [plot_metric_per_step(df, "AP", "AP (%)", plots_dir / "ap_per_step.png", colors),
                plot_metric_per_step(df[df["method"] != JOINT], "FAP", "FAP (%)", plots_dir / "forgetting_fap.png",
                                     colors, min_step=1)]
-    for (scenario, method), _ in per_class.groupby(["scenario", "method"]):
-        written.append(plot_per_class_heatmap(per_class, classes.get(scenario, {}), scenario, method,
-                                              plots_dir / f"per_class_ap_{scenario}_{method}.png"))
+    for (scenario, order, method), _ in per_class.groupby(["scenario", "order", "method"]):
+        one = per_class[per_class["order"] == order]
+        written.append(plot_per_class_heatmap(one, classes.get((scenario, int(order)), {}), scenario, method,
+                                              plots_dir / f"per_class_ap_{_folder(scenario, order)}_{method}.png"))
     return [p for p in written if p is not None]

@@ -27,6 +27,10 @@ RESULTS = config["results_dir"].rstrip("/")
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 BASE_PREFIX = "_base_"
+# Results of class order k >= 1 of scenario NAME live under NAME@order{k} (results/NAME@order1/..., the split in
+# results/data/NAME@order1/); order 0, the scenario's own order, keeps the plain NAME, so results made before
+# orders existed are order 0's and are not redone. "@" cannot appear in a scenario name (config schema).
+ORDER_SEP = "@order"
 # Scenario keys that `hvpl synth` / `hvpl split` take on their command line (the rest of the data-side
 # keys cannot be overridden from the workflow: make a new scenario file instead).
 SYNTH_FLAGS = {f"scenario.synthetic.{k}": k.replace("_", "-")
@@ -103,6 +107,26 @@ _check_per_scenario_keys()
 RUN_CONFIGS = _load_scenarios()
 SCENARIOS = {name: cfg["scenario"] for name, cfg in RUN_CONFIGS.items()}
 SEEDS = [int(s) for s in config["seeds"]]
+ORDERS = [int(k) for k in config.get("orders") or [0]]
+
+
+def split_key(scenario, order):
+    """The results folder name of (scenario, class order): NAME for order 0, NAME@order{k} otherwise."""
+    return scenario if int(order) == 0 else f"{scenario}{ORDER_SEP}{int(order)}"
+
+
+# {folder name: (scenario, order)} of every configured split
+SPLITS = {split_key(sc, k): (sc, k) for sc in SCENARIOS for k in ORDERS}
+
+
+def scenario_of(key):
+    """The scenario name of a results folder name (see split_key)."""
+    return key.split(ORDER_SEP, 1)[0]
+
+
+def order_of(key):
+    """The class order of a results folder name (see split_key)."""
+    return int(key.split(ORDER_SEP, 1)[1]) if ORDER_SEP in key else 0
 METHOD_NAMES = list(dict.fromkeys(config["methods"]))
 
 
@@ -124,7 +148,7 @@ def method_of(name):
 
 
 def n_steps(scenario):
-    return num_steps(SCENARIOS[scenario])
+    return num_steps(SCENARIOS[scenario_of(scenario)])
 
 
 def run_steps(scenario, method):
@@ -138,8 +162,8 @@ def check_target(wildcards, step=None):
     not have, joint at a step other than its one) stops the plan with a message naming it, instead of a
     traceback in an input function or jobs that fail later."""
     sc = wildcards.scenario
-    if sc not in SCENARIOS:
-        raise WorkflowError(f"scenario '{sc}' is not configured (config scenarios: {', '.join(SCENARIOS)})")
+    if sc not in SPLITS:
+        raise WorkflowError(f"scenario '{sc}' is not configured (config scenarios and orders: {', '.join(SPLITS)})")
     method = method_of(wildcards.method)
     step = int(wildcards.step) if "step" in wildcards.keys() else step
     if step is not None:
@@ -151,8 +175,8 @@ def check_target(wildcards, step=None):
 
 
 def runs():
-    """Every configured (scenario, method, seed)."""
-    return [(sc, m, s) for sc in SCENARIOS for m in METHOD_NAMES for s in SEEDS]
+    """Every configured (scenario folder, method, seed): one per (scenario, order, method, seed), see split_key."""
+    return [(key, m, s) for key in SPLITS for m in METHOD_NAMES for s in SEEDS]
 
 
 # ---------------------------------------------------------------- paths
@@ -254,21 +278,40 @@ def uses_coco(scenario):
     return bool((SCENARIOS[scenario].get("data") or {}).get("use_coco"))
 
 
+def tensorboard_flag():
+    """` --tensorboard <run folder>/tensorboard` for the train and evaluate commands (config `tensorboard`, default
+    true; `--config tensorboard=false` turns it off): one TensorBoard run per (scenario, order, method, seed).
+    Part of the command text, not of the params, so switching it reruns no finished job."""
+    if str(config.get("tensorboard", True)).lower() == "false":
+        return ""
+    return f" --tensorboard {run_dir('{wildcards.scenario}', '{wildcards.method}', '{wildcards.seed}')}/tensorboard"
+
+
+# Report categories of the plots by file name prefix (hvpl/evaluation/plots.py, curves.py); the rest: "Plots".
+PLOT_CATEGORIES = {"task_matrix_": "Task matrices", "loss_curves_": "Training curves"}
+
+
+def plot_category(wildcards):
+    """The report category of one plot (``wildcards.name``: its file name without .png)."""
+    return next((cat for prefix, cat in PLOT_CATEGORIES.items() if wildcards.name.startswith(prefix)), "Plots")
+
+
 def run_outputs(scenario, method, seed):
-    """The per-step metrics and the run's forgetting.json: what the summary reads per run."""
+    """The per-step metrics and the run's forgetting.json and matrix.csv: what the summary reads per run."""
     steps = run_steps(scenario, method)
     metrics = [f"{step_dir(scenario, method, seed, t)}/metrics.json" for t in steps]
-    return metrics + [f"{run_dir(scenario, method, seed)}/forgetting.json"]
+    return metrics + [f"{run_dir(scenario, method, seed)}/{name}" for name in RUN_FILES]
 
 
 STEP_FILES = ("model_final.pth", "train_log.jsonl", "predictions.json", "metrics.json")
+RUN_FILES = ("forgetting.json", "matrix.csv")
 
 
 def run_files(scenario, method, seed):
     """Every file a run folder reports (docs/workflow.md): per step the model, its training log, predictions and
-    metrics, the OGC basis of an OGC step >= 1; the run's forgetting.json. `all` asks for each of them, so a
-    deleted one is made again (and only what needs it: a rebuilt model is restored from its finished record,
-    hvpl.engine.checkpoint, when its inputs and configuration are those it was trained with)."""
+    metrics, the OGC basis of an OGC step >= 1; the run's forgetting.json and matrix.csv. `all` asks for each of
+    them, so a deleted one is made again (and only what needs it: a rebuilt model is restored from its finished
+    record, hvpl.engine.checkpoint, when its inputs and configuration are those it was trained with)."""
     m = method_of(method)
     files = []
     for t in run_steps(scenario, method):
@@ -276,4 +319,4 @@ def run_files(scenario, method, seed):
         files += [f"{d}/{name}" for name in STEP_FILES]
         if m.ogc and not m.joint and t >= 1:
             files.append(f"{d}/ogc_basis.pt")
-    return files + [f"{run_dir(scenario, method, seed)}/forgetting.json"]
+    return files + [f"{run_dir(scenario, method, seed)}/{name}" for name in RUN_FILES]

@@ -34,13 +34,13 @@ rule split:
     coco_all.json). A directory output because the number of step files depends on the scenario; downstream
     rules take the folder as input and name their file in the command."""
     input:
-        lambda wildcards: split_inputs(wildcards.scenario),
+        lambda wildcards: split_inputs(scenario_of(wildcards.scenario)),
     output:
         directory(split_dir("{scenario}")),
     wildcard_constraints:
-        scenario="|".join(re.escape(sc) for sc in SCENARIOS),
+        scenario="|".join(re.escape(key) for key in SPLITS),
     params:
-        root=lambda wildcards: data_root(wildcards.scenario),
+        root=lambda wildcards: data_root(scenario_of(wildcards.scenario)),
         extra=lambda wildcards: split_args(wildcards.scenario),
         settings=split_settings,  # the scenario file's data-side keys: an edit re-splits
     resources:
@@ -52,5 +52,7 @@ rule split:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl split --scenario {wildcards.scenario} --data-root {params.root} --out {output} "
+        # the scenario is the folder's name before "@order" (common.smk split_key), in the shell for the same
+        # reason as in synthesize; extra holds `--order K` for K >= 1
+        "key={wildcards.scenario}; hvpl split --scenario ${{key%%@*}} --data-root {params.root} --out {output} "
         "{params.extra} > {log} 2>&1"

@@ -27,4 +27,4 @@ rule evaluate:
         "({params.claim}hvpl predict --model {input.model} --test-json {params.test_json} --out {output.predictions} "
         "{params.compute} --threads {threads} "
         "&& hvpl evaluate --gt {params.test_json} --results {output.predictions} --out {output.metrics} "
-        "--classes {params.classes} --step {wildcards.step}) > {log} 2>&1"
+        f"--classes {{params.classes}} --step {{wildcards.step}}{tensorboard_flag()}) > {{log}} 2>&1"

@@ -27,6 +27,7 @@ def unused_keys(method, step):
 def hvpl_config_args(scenario, method, step, ogc=False):
     """`--scenario/--method/--model/--set` arguments of `hvpl train` (or, ``ogc``, `hvpl ogc-memory`) for step
     ``step``: only the overrides that command reads at that step."""
+    scenario = scenario_of(scenario)
     args = ["--scenario", scenario, "--method", method_of(method).name]
     if config.get("model"):
         args += ["--model", config["model"]]
@@ -53,13 +54,13 @@ def synth_settings(wildcards):
 
 
 def split_settings(wildcards):
-    sc = SCENARIOS[wildcards.scenario]
+    sc = SCENARIOS[scenario_of(wildcards.scenario)]
     return _digest({k: sc.get(k) for k in SPLIT_KEYS})
 
 
 def train_settings(wildcards):
     """Scenario (less the synthetic data and the keys this step does not read) and model settings."""
-    cfg, unused = RUN_CONFIGS[wildcards.scenario], unused_keys(wildcards.method, wildcards.step)
+    cfg, unused = RUN_CONFIGS[scenario_of(wildcards.scenario)], unused_keys(wildcards.method, wildcards.step)
     scenario = {k: v for k, v in cfg["scenario"].items() if k != "synthetic"}
     scenario["train"] = {k: v for k, v in scenario["train"].items() if f"scenario.train.{k}" not in unused}
     return _digest([scenario, cfg["model"]])
@@ -67,7 +68,7 @@ def train_settings(wildcards):
 
 def ogc_settings(wildcards):
     """What the OGC memory reads of the scenario file: the test-size input and the ogc_* training keys."""
-    sc = SCENARIOS[wildcards.scenario]
+    sc = SCENARIOS[scenario_of(wildcards.scenario)]
     return _digest([sc["input"], {k: v for k, v in sc["train"].items() if k.startswith("ogc_")}])
 
 
@@ -82,9 +83,12 @@ def synth_args(wildcards):
     return " ".join(f"--{flag} {int(items[k])}" for k, flag in SYNTH_FLAGS.items() if k in items)
 
 
-def split_args(scenario):
-    items = dict(_override_items(scenario))
-    return " ".join(f"--{flag} {int(items[k])}" for k, flag in SPLIT_FLAGS.items() if k in items)
+def split_args(key):
+    """`hvpl split` flags of a split folder: the seed override, and `--order K` for class order K >= 1 (none for
+    order 0, whose command, and so params, are those of the splits made before orders existed)."""
+    items = dict(_override_items(scenario_of(key)))
+    flags = [f"--{flag} {int(items[k])}" for k, flag in SPLIT_FLAGS.items() if k in items]
+    return " ".join(flags + ([f"--order {order_of(key)}"] if order_of(key) else []))
 
 
 def split_inputs(scenario):
@@ -175,6 +179,6 @@ def summary_inputs():
     for sc, m, s in runs():
         files += run_outputs(sc, m, s)
         files += [f"{step_dir(sc, m, s, t)}/train_log.jsonl" for t in run_steps(sc, m)]
-    for sc in SCENARIOS:
-        files.append(split_dir(sc))
+    for key in SPLITS:
+        files.append(split_dir(key))
     return files

@@ -2,11 +2,13 @@
 
 
 rule forgetting:
-    """FAP/FAR1 (class- and task-wise), standard forgetting and AP old/new after every step of one run."""
+    """FAP/FAR1 (class- and task-wise), standard forgetting, BWT and AP old/new after every step of one run, and
+    its task matrix R[i][j] (AP and AR1 of task j after step i)."""
     input:
         unpack(forgetting_inputs),
     output:
-        f"{run_dir('{scenario}', '{method}', '{seed}')}/forgetting.json",
+        forgetting=f"{run_dir('{scenario}', '{method}', '{seed}')}/forgetting.json",
+        matrix=f"{run_dir('{scenario}', '{method}', '{seed}')}/matrix.csv",
     params:
         classes=lambda wildcards: split_file(wildcards.scenario, "classes.json"),
     resources:
@@ -18,11 +20,13 @@ rule forgetting:
     conda:
         "../../envs/hvpl.yaml"
     shell:
-        "hvpl forgetting --metrics {input.metrics} --classes {params.classes} --out {output} > {log} 2>&1"
+        "hvpl forgetting --metrics {input.metrics} --classes {params.classes} --out {output.forgetting} "
+        "--matrix {output.matrix} > {log} 2>&1"
 
 
 rule summarize:
-    """One row per (scenario, method, seed, step) of the configured runs, and the plots."""
+    """One row per (scenario, order, method, seed, step) of the configured runs, the plots (results, task
+    matrices, loss curves) and the paper-style tables per scenario."""
     input:
         summary_inputs(),
     output:
@@ -35,7 +39,13 @@ rule summarize:
             directory(f"{RESULTS}/plots"),
             patterns=["{name}.png"],
             caption="../report/plots.rst",
-            category="Plots",
+            category=plot_category,
+        ),
+        tables=report(
+            directory(f"{RESULTS}/tables"),
+            patterns=["{name}.md", "{name}.tex"],
+            caption="../report/tables.rst",
+            category="Tables",
         ),
     params:
         results=lambda wildcards, output: os.path.dirname(output.csv),
@@ -50,4 +60,4 @@ rule summarize:
         "../../envs/hvpl.yaml"
     shell:
         "hvpl summarize --results-dir {params.results} --out {output.csv} --plots-dir {output.plots} "
-        "--runs {params.runs} > {log} 2>&1"
+        "--tables-dir {output.tables} --runs {params.runs} > {log} 2>&1"

@@ -35,7 +35,7 @@ rule train:
     shell:
         "{params.launch} {params.config} {params.compute} --step {wildcards.step} "
         "--seed {wildcards.seed} --train-json {params.train_json} --out-dir {params.out_dir} {params.prev} "
-        "--ckpt-dir {params.ckpt_dir} > {log} 2>&1 "
+        f"--ckpt-dir {{params.ckpt_dir}}{tensorboard_flag()} > {{log}} 2>&1 "
         "|| {{ echo 'hvpl train failed, see the log: {log}' >&2; tail -n 20 {log} >&2; exit 1; }}"
 
 
