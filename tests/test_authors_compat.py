@@ -5,7 +5,7 @@ import pytest
 import torch
 import yaml
 
-from hvpl.config import MODEL_VALUE_RULES, check_values
+from hvpl.config import check_model_config
 from hvpl.model.hvpl import HVPLModel
 from hvpl.utils.errors import HVPLError
 
@@ -38,8 +38,10 @@ def logits(out):
 def test_default_off_and_config_checked():
     for name in ("tiny", "paper_r50"):
         assert yaml.safe_load((CONFIG / f"{name}.yaml").read_text())["inference"]["authors_compat"] is False
-    with pytest.raises(HVPLError, match="inference.authors_compat"):
-        check_values({"inference": {"authors_compat": 1}}, MODEL_VALUE_RULES, "model")
+    cfg = yaml.safe_load((CONFIG / "tiny.yaml").read_text())
+    cfg["inference"]["authors_compat"] = 1
+    with pytest.raises(HVPLError, match="authors_compat"):
+        check_model_config(cfg, "tiny.yaml")
 
 
 def test_step_t_reads_frame_zero_only():
