@@ -61,7 +61,7 @@ def _write_cache(paths: list[Path], entries: dict) -> Path | None:
         try:
             atomic_write_json(path, {"format": CACHE_FORMAT, "frames": entries}, indent=None)
             return path
-        except OSError:
+        except (OSError, HVPLError):   # atomic writes report a failed write as HVPLError naming the file
             continue
     return None
 
