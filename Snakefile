@@ -59,6 +59,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/visualize.smk"
 
 
 clear_stale_locks()
@@ -77,9 +78,11 @@ onerror:
 
 
 rule all:
-    """Every configured (scenario, method, seed): metrics per step, forgetting, summary table and plots."""
+    """Every configured (scenario, method, seed): metrics per step, forgetting, summary table and plots, and
+    the overlay grids (visualize; not an input of the summary)."""
     default_target: True
     input:
         [f for sc, m, s in runs() for f in run_outputs(sc, m, s)],
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/plots",
+        visual_outputs(),

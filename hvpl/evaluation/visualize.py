@@ -1,0 +1,261 @@
+"""``hvpl visualize``: overlay grids of ground truth and predictions, one PNG per video (optionally a GIF).
+
+Grid of one video: rows = the ground truth, then one row per predictions file (labelled by method and step);
+columns = frames sampled evenly over the video (first and last included, at most ``columns``). Each track (a GT
+annotation or a prediction) is a translucent colour overlay with an outline, its colour kept across frames, its
+class name and score written at its box. Predictions are cut to each video's ``topk`` best scores (what
+evaluation scores: the scenario's detections per video) and to ``min_score``.
+
+Frames are decoded at reduced size (JPEG draft mode) and masks sampled down to the drawn size, so a 720p video
+costs a few decoded frames per column, not full-size compositing (bench/bench_visualize.py).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from hvpl.data.masks import decode_segmentation
+from hvpl.data.ytvis import check_video_frames, image_root_of, load_ytvis
+from hvpl.evaluation.evaluate import validate_results
+from hvpl.utils.errors import HVPLError
+from hvpl.utils.io import atomic_path, read_json
+from hvpl.utils.logging import log
+
+DEFAULT_COLUMNS = 8      # frames drawn per row at most
+DEFAULT_HEIGHT = 160     # drawn frame height in pixels
+DEFAULT_VIDEOS = 4       # videos picked when none are named
+ALPHA = 0.45             # overlay opacity inside a mask
+LABEL_WIDTH = 150        # left margin holding the row labels
+HEADER_HEIGHT = 18       # top margin holding the frame indices
+TEXT_PAD = 2
+GIF_FRAME_MS = 200
+BACKGROUND = (255, 255, 255)
+TEXT = (0, 0, 0)
+# Distinct colours (Okabe-Ito and Tableau hues); track j of a row gets PALETTE[j % len(PALETTE)].
+PALETTE = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0),
+           (204, 121, 167), (148, 103, 189), (140, 86, 75), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+RUN_PATH = re.compile(r"(?P<scenario>[^/]+)/(?P<method>[^/]+)/seed(?P<seed>\d+)/step(?P<step>\d+)/[^/]+$")
+
+
+def sample_columns(length: int, columns: int) -> list[int]:
+    """``columns`` frame indices spread evenly over 0..length-1 (first and last included), fewer if shorter."""
+    if length <= columns:
+        return list(range(length))
+    return sorted({int(round(x)) for x in np.linspace(0, length - 1, columns)})
+
+
+def run_label(path: Path) -> tuple[str, str | None]:
+    """Row label and scenario of a predictions path: ``results/<scenario>/<method>/seed<k>/step<t>/x.json`` ->
+    ("<method> step <t>", scenario); any other path -> (its file name, None)."""
+    hit = RUN_PATH.search(Path(path).resolve().as_posix())
+    if hit is None:
+        return Path(path).name, None
+    return f"{hit['method']} step {hit['step']}", hit["scenario"]
+
+
+def scenario_topk(scenario: str | None) -> int | None:
+    """The scenario's detections per video (None when it cannot be read)."""
+    if scenario is None:
+        return None
+    from hvpl.config import load_scenario
+
+    try:
+        return int(load_scenario(scenario)["detections_per_video"])
+    except (HVPLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def video_tracks(results: list, video_id, topk: int | None, min_score: float) -> list[dict]:
+    """The entries of one video as evaluation ranks them: by score (stable), the first ``topk``, then those
+    scoring at least ``min_score``."""
+    mine = sorted((r for r in results if r["video_id"] == video_id), key=lambda r: -float(r["score"]))
+    mine = mine[:topk] if topk is not None else mine
+    return [r for r in mine if float(r["score"]) >= min_score]
+
+
+def pick_videos(data: dict, steps: list[list], count: int) -> list:
+    """``count`` video ids covering the classes of every step: round-robin over the steps (then their classes,
+    earliest first), each turn the lowest unpicked video id holding that class."""
+    holding: dict = {}
+    for ann in sorted(data["annotations"], key=lambda a: str(a["video_id"])):
+        holding.setdefault(ann["category_id"], []).append(ann["video_id"])
+    picked: list = []
+    queues = [[c for c in step if c in holding] for step in steps]
+    while len(picked) < min(count, len(data["videos"])) and any(queues):
+        for queue in queues:
+            if not queue or len(picked) >= count:
+                continue
+            cls = queue.pop(0)
+            vid = next((v for v in sorted(holding[cls], key=str) if v not in picked), None)
+            if vid is not None:
+                picked.append(vid)
+    rest = [v["id"] for v in data["videos"] if v["id"] not in picked]
+    return picked + rest[:max(0, count - len(picked))]
+
+
+def display_size(height: int, width: int, target: int) -> tuple[int, int]:
+    """(h, w) of a frame drawn ``target`` pixels high (never enlarged), aspect kept."""
+    h = min(target, height)
+    return h, max(1, int(round(width * h / height)))
+
+
+def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Frame file -> (h, w, 3) uint8 at ``size`` (JPEG decoded at a reduced scale where possible)."""
+    with Image.open(path) as im:
+        im.draft("RGB", (size[1], size[0]))
+        return np.asarray(im.convert("RGB").resize((size[1], size[0]), Image.BILINEAR))
+
+
+def sample_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bool mask (H, W) -> (h, w) by nearest sampling at the drawn pixels' centres."""
+    rows = ((np.arange(size[0]) + 0.5) * mask.shape[0] / size[0]).astype(np.int64)
+    cols = ((np.arange(size[1]) + 0.5) * mask.shape[1] / size[1]).astype(np.int64)
+    return mask[rows[:, None], cols[None, :]]
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a bool mask (h, w) with a 4-neighbour outside it."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, colour) -> None:
+    """Blend ``colour`` into ``image`` (h, w, 3) uint8 where ``mask`` (h, w), in place; outline opaque."""
+    if not mask.any():
+        return
+    col = np.asarray(colour, dtype=np.float32)
+    image[mask] = (image[mask] * (1 - ALPHA) + col * ALPHA).astype(np.uint8)
+    image[outline(mask)] = col.astype(np.uint8)
+
+
+def draw_cell(frame: np.ndarray, tracks: list[dict], t: int, video: dict, names: dict, font) -> Image.Image:
+    """One grid cell: ``frame`` (h, w, 3) with every track's mask of frame ``t`` overlaid and labelled."""
+    image = frame.copy()
+    labels = []
+    for j, track in enumerate(tracks):
+        mask = decode_segmentation(track["segmentations"][t], video["height"], video["width"])
+        if mask is None or not mask.any():
+            continue
+        small = sample_mask(mask, image.shape[:2])
+        colour = PALETTE[j % len(PALETTE)]
+        overlay(image, small, colour)
+        ys, xs = np.nonzero(small)
+        if ys.size:
+            text = names.get(track["category_id"], str(track["category_id"]))
+            if track.get("score") is not None:
+                text += f" {float(track['score']):.2f}"
+            labels.append((int(xs.min()), int(ys.min()), text, colour))
+    cell = Image.fromarray(image)
+    draw = ImageDraw.Draw(cell)
+    for x, y, text, colour in labels:
+        box = draw.textbbox((x, y), text, font=font)
+        draw.rectangle((box[0] - TEXT_PAD, box[1] - TEXT_PAD, box[2] + TEXT_PAD, box[3] + TEXT_PAD), fill=colour)
+        draw.text((x, y), text, fill=TEXT, font=font)
+    return cell
+
+
+def render_video(video: dict, frames_root: Path, rows: list[tuple[str, list[dict]]], names: dict,
+                 columns: int, height: int, frame_ids: list[int] | None = None) -> tuple[Image.Image, list]:
+    """The grid of one video -> (PNG image, the frame indices drawn). ``rows``: (label, tracks) per row."""
+    ids = sample_columns(len(video["file_names"]), columns) if frame_ids is None else frame_ids
+    size = display_size(video["height"], video["width"], height)
+    font = ImageFont.load_default()
+    grid = Image.new("RGB", (LABEL_WIDTH + len(ids) * size[1], HEADER_HEIGHT + len(rows) * size[0]), BACKGROUND)
+    draw = ImageDraw.Draw(grid)
+    for c, t in enumerate(ids):
+        frame = load_frame(frames_root / video["file_names"][t], size)
+        draw.text((LABEL_WIDTH + c * size[1] + TEXT_PAD, TEXT_PAD), f"frame {t}", fill=TEXT, font=font)
+        for r, (_, tracks) in enumerate(rows):
+            grid.paste(draw_cell(frame, tracks, t, video, names, font),
+                       (LABEL_WIDTH + c * size[1], HEADER_HEIGHT + r * size[0]))
+    for r, (label, tracks) in enumerate(rows):
+        draw.multiline_text((TEXT_PAD, HEADER_HEIGHT + r * size[0] + TEXT_PAD), f"{label}\n{len(tracks)} tracks",
+                            fill=TEXT, font=font)
+    return grid, ids
+
+
+def gt_tracks(data: dict, video_id) -> list[dict]:
+    """The ground-truth annotations of one video as tracks (no score)."""
+    return [dict(a, score=None) for a in data["annotations"] if a["video_id"] == video_id]
+
+
+def class_names(data: dict, classes_json) -> tuple[dict, list[list]]:
+    """(category id -> name, category ids per step): from classes.json when given, else the test JSON (every
+    category its own group)."""
+    names = {c["id"]: str(c.get("name", c["id"])) for c in data["categories"]}
+    if classes_json is None:
+        return names, [[c["id"]] for c in data["categories"]]
+    classes = read_json(classes_json)
+    steps = classes.get("steps") if isinstance(classes, dict) else None
+    if not isinstance(steps, list) or not all(isinstance(s, list) for s in steps):
+        raise HVPLError(f"{classes_json}: steps: must be a list of lists of category ids")
+    names.update({c["id"]: str(c.get("name", c["id"])) for c in classes.get("categories", []) if isinstance(c, dict)})
+    return names, steps
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def save_gif(video, frames_root, rows, names, height, path: Path) -> None:
+    """Animated GIF of every frame of the video, the rows stacked (one column of the grid per GIF frame)."""
+    frames = [render_video(video, frames_root, rows, names, 1, height, frame_ids=[t])[0]
+              for t in range(len(video["file_names"]))]
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+
+
+def load_predictions(paths: list[Path], labels: list[str] | None, data: dict, test_json, topk: int | None):
+    """[(label, entries, top-k)] per predictions file, every entry checked against the test JSON."""
+    if labels is not None and len(labels) != len(paths):
+        raise HVPLError(f"visualize: {len(labels)} --label for {len(paths)} predictions files")
+    out = []
+    for i, path in enumerate(paths):
+        label, scenario = run_label(path)
+        results, _ = validate_results(read_json(path), path, data, test_json)
+        out.append((labels[i] if labels else label, results, topk if topk is not None else scenario_topk(scenario)))
+    return out
+
+
+def visualize_files(test_json: Path, predictions: list[Path], out_dir: Path, *, labels=None, video_ids=None,
+                    num_videos: int = DEFAULT_VIDEOS, columns: int = DEFAULT_COLUMNS, topk: int | None = None,
+                    min_score: float = 0.0, gif: bool = False, classes_json=None, image_root=None,
+                    display_height: int = DEFAULT_HEIGHT) -> list[Path]:
+    """Write ``out_dir/video<id>.png`` (and ``.gif``) per chosen video; returns the PNG paths. Everything is
+    checked (predictions against the test JSON, the chosen videos' frame files) before the first file is written."""
+    data = load_ytvis(test_json)
+    for video in data["videos"]:
+        video.setdefault("length", len(video["file_names"]))
+    frames_root = image_root_of(data, test_json, image_root)
+    names, steps = class_names(data, classes_json)
+    runs = load_predictions(predictions, labels, data, test_json, topk)
+    by_key = {str(v["id"]): v for v in data["videos"]}
+    if video_ids:
+        unknown = [v for v in video_ids if str(v) not in by_key]
+        if unknown:
+            raise HVPLError(f"{test_json}: videos: no video with id {unknown[0]} (--video-ids)")
+        chosen = [by_key[str(v)] for v in video_ids]
+    else:
+        chosen = [by_key[str(v)] for v in pick_videos(data, steps, num_videos)]
+    for video in chosen:
+        check_video_frames(video, frames_root, test_json)
+    written = []
+    for video in chosen:
+        rows = [("ground truth", gt_tracks(data, video["id"]))]
+        rows += [(label, video_tracks(results, video["id"], k, min_score)) for label, results, k in runs]
+        grid, ids = render_video(video, frames_root, rows, names, columns, display_height)
+        path = Path(out_dir) / f"video{video['id']}.png"
+        save_png(grid, path)
+        if gif:
+            save_gif(video, frames_root, rows, names, display_height, path.with_suffix(".gif"))
+        log(f"visualize: video {video['id']}: {len(rows)} rows x {len(ids)} of {video['length']} frames -> {path}")
+        written.append(path)
+    return written
