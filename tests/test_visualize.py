@@ -125,3 +125,14 @@ def test_bad_input_stops_before_writing(flat_set, tmp_path, capsys, case, expect
     assert main(args) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_sampled_rle_matches_the_decoded_mask():
+    rng = np.random.default_rng(0)
+    mask = rng.uniform(size=(H, W)) < 0.3
+    mask[:, :7] = True                                                  # a run across columns
+    for size in ((H, W), (17, 29), (5, 96)):
+        ref = vis.sample_mask(mask, size)
+        got = vis.sample_segmentation(encode_mask(mask), H, W, size)
+        assert got.shape == size and (got == ref).all()
+    assert vis.sample_segmentation(None, H, W, (4, 4)) is None
