@@ -248,7 +248,7 @@ def _add_pack_parser(sub) -> None:
 
 
 def _add_visualize_parser(sub) -> None:
-    from hvpl.evaluation.visualize import DEFAULT_COLUMNS, DEFAULT_HEIGHT, DEFAULT_VIDEOS
+    from hvpl.evaluation.visual_style import DEFAULT_COLUMNS, DEFAULT_HEIGHT, DEFAULT_VIDEOS
 
     p = sub.add_parser("visualize", help="overlay grids (PNG per video): ground truth and each predictions file "
                                          "over sampled frames")
