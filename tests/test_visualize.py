@@ -57,7 +57,7 @@ def test_grid_layout_and_overlay_colours(flat_set, tmp_path):
     test_json, preds_path, _ = flat_set
     out = tmp_path / "out"
     assert main(["visualize", "--test-json", str(test_json), "--predictions", str(preds_path),
-                 "--out-dir", str(out), "--video-ids", "1", "--columns", "3"]) == 0
+                 "--out-dir", str(out), "--video-ids", "1", "--columns", "3", "--height", str(H)]) == 0
     grid = Image.open(out / "video1.png").convert("RGB")
     assert grid.size == (vis.LABEL_WIDTH + 3 * W, vis.HEADER_HEIGHT + 2 * H)   # 3 of 5 frames, GT + 1 row
     blend = [round(GREY * (1 - vis.ALPHA) + c * vis.ALPHA) for c in vis.PALETTE[0]]
@@ -76,7 +76,7 @@ def test_min_score_and_topk_drop_tracks(flat_set, tmp_path):
     assert [t["score"] for t in vis.video_tracks(preds, 1, None, 0.5)] == [0.9]
     assert [t["score"] for t in vis.video_tracks(preds[::-1], 1, 1, 0.0)] == [0.9]
     out = tmp_path / "out"
-    vis.visualize_files(test_json, [preds_path], out, video_ids=["1"], columns=1, min_score=0.5)
+    vis.visualize_files(test_json, [preds_path], out, video_ids=["1"], columns=1, min_score=0.5, display_height=H)
     cell = _cell(Image.open(out / "video1.png").convert("RGB"), 1, 0)
     assert tuple(cell[35, 75]) == (GREY,) * 3                             # the 0.3 track is not drawn
 
@@ -89,6 +89,7 @@ def test_labels_topk_and_columns():
     assert vis.sample_columns(36, 8) == [0, 5, 10, 15, 20, 25, 30, 35]
     assert vis.sample_columns(3, 8) == [0, 1, 2]
     assert vis.display_size(720, 1280, 160) == (160, 284)
+    assert vis.display_size(48, 64, 160) == (160, 213)
 
 
 def test_pick_covers_every_step():

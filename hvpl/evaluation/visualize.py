@@ -87,9 +87,9 @@ def pick_videos(data: dict, steps: list[list], count: int) -> list:
 
 
 def display_size(height: int, width: int, target: int) -> tuple[int, int]:
-    """(h, w) of a frame drawn ``target`` pixels high (never enlarged), aspect kept."""
-    h = min(target, height)
-    return h, max(1, int(round(width * h / height)))
+    """(h, w) of a frame drawn ``target`` pixels high, aspect kept (large frames shrink, small ones grow so that
+    the labels stay readable)."""
+    return target, max(1, int(round(width * target / height)))
 
 
 def load_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -142,8 +142,20 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour) -> None:
     image[outline(mask)] = col.astype(np.uint8)
 
 
-def draw_cell(frame: np.ndarray, tracks: list[dict], t: int, video: dict, names: dict, font) -> Image.Image:
-    """One grid cell: ``frame`` (h, w, 3) with every track's mask of frame ``t`` overlaid and labelled."""
+def _free_box(box: tuple, placed: list[tuple]) -> tuple:
+    """``box`` (x0, y0, x1, y1) moved down until it overlaps none of ``placed`` (labels of tracks sharing a mask,
+    e.g. one query's top-k classes, would otherwise cover each other)."""
+    step = box[3] - box[1] + 2 * TEXT_PAD
+    while any(box[0] < p[2] + TEXT_PAD and p[0] < box[2] + TEXT_PAD and box[1] < p[3] + TEXT_PAD
+              and p[1] < box[3] + TEXT_PAD for p in placed):
+        box = (box[0], box[1] + step, box[2], box[3] + step)
+    return box
+
+
+def draw_cell(frame: np.ndarray, tracks: list[dict], t: int, video: dict, names: dict, font,
+              unlabelled: set) -> Image.Image:
+    """One grid cell: ``frame`` (h, w, 3) with every track's mask of frame ``t`` overlaid; the tracks in
+    ``unlabelled`` (indices) visible here get their label and leave the set (one label per track and row)."""
     image = frame.copy()
     labels = []
     for j, track in enumerate(tracks):
@@ -152,18 +164,23 @@ def draw_cell(frame: np.ndarray, tracks: list[dict], t: int, video: dict, names:
             continue
         colour = PALETTE[j % len(PALETTE)]
         overlay(image, small, colour)
-        ys, xs = np.nonzero(small)
-        if ys.size:
+        if j in unlabelled:
+            unlabelled.discard(j)
+            ys, xs = np.nonzero(small)
             text = names.get(track["category_id"], str(track["category_id"]))
             if track.get("score") is not None:
                 text += f" {float(track['score']):.2f}"
             labels.append((int(xs.min()), int(ys.min()), text, colour))
     cell = Image.fromarray(image)
     draw = ImageDraw.Draw(cell)
+    placed: list[tuple] = []
     for x, y, text, colour in labels:
-        box = draw.textbbox((x, y), text, font=font)
+        x = max(0, min(x, image.shape[1] - int(draw.textlength(text, font=font)) - TEXT_PAD))   # keep it in the cell
+        first = draw.textbbox((x, y), text, font=font)
+        box = _free_box(first, placed)
+        placed.append(box)
         draw.rectangle((box[0] - TEXT_PAD, box[1] - TEXT_PAD, box[2] + TEXT_PAD, box[3] + TEXT_PAD), fill=colour)
-        draw.text((x, y), text, fill=TEXT, font=font)
+        draw.text((x, y + box[1] - first[1]), text, fill=TEXT, font=font)
     return cell
 
 
@@ -175,14 +192,15 @@ def render_video(video: dict, frames_root: Path, rows: list[tuple[str, list[dict
     font = ImageFont.load_default()
     grid = Image.new("RGB", (LABEL_WIDTH + len(ids) * size[1], HEADER_HEIGHT + len(rows) * size[0]), BACKGROUND)
     draw = ImageDraw.Draw(grid)
+    unlabelled = [set(range(len(tracks))) for _, tracks in rows]
     for c, t in enumerate(ids):
         frame = load_frame(frames_root / video["file_names"][t], size)
         draw.text((LABEL_WIDTH + c * size[1] + TEXT_PAD, TEXT_PAD), f"frame {t}", fill=TEXT, font=font)
         for r, (_, tracks) in enumerate(rows):
-            grid.paste(draw_cell(frame, tracks, t, video, names, font),
+            grid.paste(draw_cell(frame, tracks, t, video, names, font, unlabelled[r]),
                        (LABEL_WIDTH + c * size[1], HEADER_HEIGHT + r * size[0]))
     for r, (label, tracks) in enumerate(rows):
-        draw.multiline_text((TEXT_PAD, HEADER_HEIGHT + r * size[0] + TEXT_PAD), f"{label}\n{len(tracks)} tracks",
+        draw.multiline_text((TEXT_PAD, HEADER_HEIGHT + r * size[0] + TEXT_PAD), f"{label}\ntracks: {len(tracks)}",
                             fill=TEXT, font=font)
     return grid, ids
 
