@@ -101,6 +101,12 @@ def test_pick_covers_every_step():
     assert vis.pick_videos(data, [[1], [2, 3]], 9) == [1, 3, 5, 2, 4]
 
 
+def test_a_video_the_file_does_not_predict_is_marked(flat_set):
+    _, _, preds = flat_set
+    assert vis.row_label("hvpl step 0", preds, 1) == "hvpl step 0"
+    assert vis.row_label("hvpl step 0", preds, 2) == "hvpl step 0\n(video not predicted)"
+
+
 def test_gif_has_one_frame_per_video_frame(flat_set, tmp_path):
     test_json, preds_path, _ = flat_set
     vis.visualize_files(test_json, [preds_path], tmp_path / "o", video_ids=["2"], gif=True, labels=["mine"])

@@ -205,6 +205,12 @@ def render_video(video: dict, frames_root: Path, rows: list[tuple[str, list[dict
     return grid, ids
 
 
+def row_label(label: str, results: list, video_id) -> str:
+    """``label``, marked when the file has no entry at all for the video (e.g. an earlier step's test set
+    lacks it: none of its classes had been seen), which is not the same as predictions below --min-score."""
+    return label if any(r["video_id"] == video_id for r in results) else f"{label}\n(video not predicted)"
+
+
 def gt_tracks(data: dict, video_id) -> list[dict]:
     """The ground-truth annotations of one video as tracks (no score)."""
     return [dict(a, score=None) for a in data["annotations"] if a["video_id"] == video_id]
@@ -276,7 +282,8 @@ def visualize_files(test_json: Path, predictions: list[Path], out_dir: Path, *, 
     written = []
     for video in chosen:
         rows = [("ground truth", gt_tracks(data, video["id"]))]
-        rows += [(label, video_tracks(results, video["id"], k, min_score)) for label, results, k in runs]
+        rows += [(row_label(label, results, video["id"]), video_tracks(results, video["id"], k, min_score))
+                 for label, results, k in runs]
         grid, ids = render_video(video, frames_root, rows, names, columns, display_height)
         path = Path(out_dir) / f"video{video['id']}.png"
         save_png(grid, path)
