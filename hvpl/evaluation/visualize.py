@@ -3,11 +3,12 @@
 Grid of one video: rows = the ground truth, then one row per predictions file (labelled by method and step);
 columns = frames sampled evenly over the video (first and last included, at most ``columns``). Each track (a GT
 annotation or a prediction) is a translucent colour overlay with an outline, its colour kept across frames, its
-class name and score written at its box. Predictions are cut to each video's ``topk`` best scores (what
+class name and score written once per row, at the top left of its mask where it first appears. Predictions are cut to each video's ``topk`` best scores (what
 evaluation scores: the scenario's detections per video) and to ``min_score``.
 
-Frames are decoded at reduced size (JPEG draft mode) and masks sampled down to the drawn size, so a 720p video
-costs a few decoded frames per column, not full-size compositing (bench/bench_visualize.py).
+Frames are drawn ``display_height`` pixels high: decoded at reduced size (JPEG draft mode), masks sampled at the
+drawn pixels from their RLE runs, so a 720p video costs no full-size decoding or compositing
+(bench/bench_visualize.py).
 """
 from __future__ import annotations
 
