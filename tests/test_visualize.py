@@ -99,6 +99,8 @@ def test_pick_covers_every_step():
     assert vis.pick_videos(data, [[1], [2, 3]], 2) == [1, 3]
     assert vis.pick_videos(data, [[1], [2, 3]], 3) == [1, 3, 5]   # every class once before any class twice
     assert vis.pick_videos(data, [[1], [2, 3]], 9) == [1, 3, 5, 2, 4]
+    data["annotations"].append({"video_id": 10, "category_id": 2})      # 10 after 3, not before (as text)
+    assert vis.pick_videos(data, [[2]], 1) == [3]
 
 
 def test_a_video_the_file_does_not_predict_is_marked(flat_set):

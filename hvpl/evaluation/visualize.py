@@ -67,11 +67,16 @@ def video_tracks(results: list, video_id, topk: int | None, min_score: float) ->
     return [r for r in mine if float(r["score"]) >= min_score]
 
 
+def _id_order(video_id) -> tuple:
+    """Sort key of a video id: integers numerically, before string ids."""
+    return (0, video_id, "") if isinstance(video_id, int) else (1, 0, str(video_id))
+
+
 def pick_videos(data: dict, steps: list[list], count: int) -> list:
     """``count`` video ids covering the classes of every step: round-robin over the steps (then their classes,
     earliest first), each turn the lowest unpicked video id holding that class."""
     holding: dict = {}
-    for ann in sorted(data["annotations"], key=lambda a: str(a["video_id"])):
+    for ann in sorted(data["annotations"], key=lambda a: _id_order(a["video_id"])):
         holding.setdefault(ann["category_id"], []).append(ann["video_id"])
     picked: list = []
     queues = [[c for c in step if c in holding] for step in steps]
@@ -80,7 +85,7 @@ def pick_videos(data: dict, steps: list[list], count: int) -> list:
             if not queue or len(picked) >= count:
                 continue
             cls = queue.pop(0)
-            vid = next((v for v in sorted(holding[cls], key=str) if v not in picked), None)
+            vid = next((v for v in sorted(holding[cls], key=_id_order) if v not in picked), None)
             if vid is not None:
                 picked.append(vid)
     rest = [v["id"] for v in data["videos"] if v["id"] not in picked]
