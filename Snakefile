@@ -59,6 +59,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/visualize.smk"
 
 
 clear_stale_locks()
@@ -78,9 +79,11 @@ onerror:
 
 rule all:
     """Every file of every configured (scenario, method, seed) (run_files: per step model, training log,
-    predictions, metrics, OGC basis; forgetting), the summary table and plots: a deleted one is made again."""
+    predictions, metrics, OGC basis; forgetting, task matrix), the summary table and plots: a deleted one is made
+    again; and the overlay grids (visualize; not an input of the summary)."""
     default_target: True
     input:
         [f for sc, m, s in runs() for f in run_files(sc, m, s)],
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/plots",
+        visual_outputs(),

@@ -110,6 +110,22 @@ def cmd_summarize(args):
               runs=args.runs, tables_dir=Path(args.tables_dir or results / "tables"))
 
 
+def cmd_pack(args):
+    from hvpl.evaluation.pack import pack_results
+
+    pack_results(Path(args.predictions), Path(args.test_json), Path(args.out),
+                 classes_json=_classes_file(args), class_indices=args.class_indices)
+
+
+def cmd_visualize(args):
+    from hvpl.evaluation.visualize import visualize_files
+
+    visualize_files(Path(args.test_json), [Path(p) for p in args.predictions], Path(args.out_dir),
+                    labels=args.label, video_ids=args.video_ids, num_videos=args.num_videos,
+                    columns=args.columns, topk=args.topk, min_score=args.min_score, gif=args.gif,
+                    classes_json=_classes_file(args), image_root=args.image_root, display_height=args.height)
+
+
 def cmd_params(args):
     from hvpl.continual.growth import count_parameters
 
@@ -232,6 +248,54 @@ def _add_summarize_parser(sub) -> None:
     p.set_defaults(func=cmd_summarize)
 
 
+def _add_pack_parser(sub) -> None:
+    p = sub.add_parser("pack", help="predictions -> the zip the YouTube-VIS/OVIS evaluation servers take "
+                                    "(results.json at its root), checked against the split")
+    p.add_argument("--predictions", required=True, help="predictions JSON of hvpl predict over the split")
+    p.add_argument("--test-json", required=True,
+                   help="the split predicted (e.g. the official valid.json, annotations null): every video must "
+                        "have a prediction, every category id must be one of its categories")
+    p.add_argument("--out", required=True, help="zip to write (e.g. submission.zip)")
+    p.add_argument("--classes", default=None,
+                   help="the split's classes.json: category ids must be among its classes")
+    p.add_argument("--class-indices", action="store_true",
+                   help="the predictions' category_id are 0-based indices into classes.json's class_order "
+                        "(hvpl predict already writes category ids; needs --classes)")
+    p.set_defaults(func=cmd_pack)
+
+
+def _add_visualize_parser(sub) -> None:
+    from hvpl.evaluation.visual_style import DEFAULT_COLUMNS, DEFAULT_HEIGHT, DEFAULT_VIDEOS
+
+    p = sub.add_parser("visualize", help="overlay grids (PNG per video): ground truth and each predictions file "
+                                         "over sampled frames")
+    p.add_argument("--test-json", required=True, help="test JSON with frames (test_step{T}.json of the split)")
+    p.add_argument("--predictions", nargs="+", required=True,
+                   help="predictions JSON files, one grid row each (in this order)")
+    p.add_argument("--out-dir", required=True, help="writes video<id>.png (and .gif with --gif) per video")
+    p.add_argument("--label", action="append", default=None,
+                   help="row label per predictions file (repeatable; default: method/step from the path "
+                        "results/<scenario>/<method>/seed<k>/step<t>/predictions.json, else the file name)")
+    p.add_argument("--video-ids", nargs="+", default=None, help="videos to draw (ids of the test JSON)")
+    p.add_argument("--num-videos", type=COUNT, default=DEFAULT_VIDEOS,
+                   help=f"without --video-ids: this many videos, picked deterministically to cover the classes "
+                        f"of every step, earliest first (default {DEFAULT_VIDEOS})")
+    p.add_argument("--columns", type=COUNT, default=DEFAULT_COLUMNS,
+                   help=f"at most this many frames per row, sampled evenly over the video, first and last "
+                        f"included (default {DEFAULT_COLUMNS})")
+    p.add_argument("--height", type=COUNT, default=DEFAULT_HEIGHT,
+                   help=f"height of a drawn frame in pixels (frames are downscaled; default {DEFAULT_HEIGHT})")
+    p.add_argument("--topk", type=COUNT, default=None,
+                   help="keep each video's k best-scoring predictions as evaluation sees them (default: the "
+                        "scenario's detections_per_video when the path names the scenario, else all)")
+    p.add_argument("--min-score", type=float, default=0.0, help="draw only tracks scoring at least this")
+    p.add_argument("--gif", action="store_true", help="also write an animated GIF per video (rows stacked)")
+    p.add_argument("--classes", default=None, help="the split's classes.json: class names and steps (default: "
+                                                   "the test JSON's categories)")
+    p.add_argument("--image-root", default=None, help="frame folder (default: the JSON's image_root entry)")
+    p.set_defaults(func=cmd_visualize)
+
+
 def _add_params_parser(sub) -> None:
     p = sub.add_parser("params", help="trainable / total parameters of the model step T trains")
     _add_run_config_args(p)
@@ -330,8 +394,9 @@ def _add_claim_gpus_parser(sub) -> None:
 
 # One parser per subcommand, in the order of ``hvpl --help``.
 SUBCOMMAND_PARSERS = (_add_synth_parser, _add_split_parser, _add_evaluate_parser, _add_forgetting_parser,
-                      _add_summarize_parser, _add_params_parser, _add_train_parser, _add_ogc_memory_parser,
-                      _add_predict_parser, _add_convert_parser, _add_claim_gpus_parser)
+                      _add_summarize_parser, _add_visualize_parser, _add_params_parser, _add_train_parser,
+                      _add_ogc_memory_parser, _add_predict_parser, _add_pack_parser, _add_convert_parser,
+                      _add_claim_gpus_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Output arguments that name folders (per command); every other ``--out`` names a file.
 OUTPUT_DIRS = {"synth": ("out",), "split": ("out",), "train": ("out_dir", "ckpt_dir"),
-               "summarize": ("plots_dir", "tables_dir")}
+               "summarize": ("plots_dir", "tables_dir"), "visualize": ("out_dir",)}
 
 
 def check_output_paths(args) -> None:

@@ -76,6 +76,31 @@ def test_dry_run_of_the_default_config(tmp_path):
 
 
 
+def test_visualize_jobs_draw_every_method_and_the_main_one_across_steps_off_the_summary_path(tmp_path):
+    res = run_snakemake("-n", "all", "--configfile", str(SMOKE), workdir=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    methods = yaml.safe_load(SMOKE.read_text())["methods"]
+    n = num_steps(load_scenario("synth_smoke"))
+    (block,) = rule_blocks(out, "visualize")
+    inputs = field(block, "input").split(", ")
+    run = "results/synth_smoke/{}/seed0/step{}/predictions.json"
+    assert {run.format(m, n - 1) for m in methods} | {run.format("hvpl", t) for t in range(n)} <= set(inputs)
+    assert {i for i in inputs if "/step" in i and not i.endswith(f"step{n - 1}/predictions.json")} == \
+        {run.format("hvpl", t) for t in range(n - 1)}   # earlier steps: only the main method's
+    outputs = field(block, "output").split(", ")
+    assert sorted(outputs) == ["results/visuals/synth_smoke/seed0/methods", "results/visuals/synth_smoke/seed0/steps"]
+    (summary,) = rule_blocks(out, "summarize")
+    assert not any("visuals" in i for i in field(summary, "input").split(", "))
+    (everything,) = rule_blocks(out, "all")
+    assert set(outputs) <= set(field(everything, "input").split(", "))
+
+    off = run_snakemake("-n", "all", "--configfile", str(write_config(tmp_path / "c.yaml", visual_videos=0)),
+                        workdir=tmp_path)
+    assert off.returncode == 0, off.stderr
+    assert "visualize" not in job_counts(off.stdout + off.stderr)
+
+
 def test_split_of_a_given_dataset_depends_on_its_files(tmp_path):
     """A dataset given by `data_roots` is not generated; the split job lists its train.json as input (so a newer
     dataset file reruns the split) and reads that root."""

@@ -80,6 +80,7 @@ def expected_counts(methods: list[str], scenario: str = "synth_smoke") -> dict:
         "evaluate": len(incremental) * n + sum(m.joint for m in ms),
         "forgetting": len(ms),
         "summarize": 1,
+        "visualize": 1,   # per (scenario, seed), with the default visual_videos > 0
         "all": 1,
     }
     return {k: v for k, v in counts.items() if v}

@@ -182,3 +182,36 @@ def summary_inputs():
     for key in SPLITS:
         files.append(split_dir(key))
     return files
+
+
+# ---------------------------------------------------------------- visualize (workflow/rules/visualize.smk)
+
+VISUALS = f"{RESULTS}/visuals"
+
+
+def visual_videos():
+    return int(config.get("visual_videos", 0) or 0)
+
+
+def visual_main_method():
+    """The method drawn across its steps: hvpl when configured, else the first configured method."""
+    return "hvpl" if "hvpl" in METHOD_NAMES else METHOD_NAMES[0]
+
+
+def visual_inputs(wildcards):
+    """Final-step predictions of every method, and every step's of the main method."""
+    sc, seed = wildcards.scenario, wildcards.seed
+    if sc not in SCENARIOS:
+        raise WorkflowError(f"scenario '{sc}' is not configured (config scenarios: {', '.join(SCENARIOS)})")
+    final = n_steps(sc) - 1
+    main = visual_main_method()
+    return {"final": [f"{step_dir(sc, m, seed, final)}/predictions.json" for m in METHOD_NAMES],
+            "steps": [f"{step_dir(sc, main, seed, t)}/predictions.json" for t in run_steps(sc, main)],
+            "split": split_dir(sc)}
+
+
+def visual_outputs():
+    """The visuals folders `all` asks for (none with visual_videos: 0)."""
+    if visual_videos() <= 0:
+        return []
+    return [f"{VISUALS}/{sc}/seed{s}/{kind}" for sc in SCENARIOS for s in SEEDS for kind in ("methods", "steps")]
