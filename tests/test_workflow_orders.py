@@ -92,7 +92,6 @@ def test_results_made_before_orders_are_not_redone(pre_orders_results, tmp_path)
     out = res.stdout + res.stderr
     jobs = _planned_jobs(out)
     assert not [j for j in jobs if j[0] in RUN_RULES], out[-3000:]
-    # only the cheap post-processing: forgetting (for the new matrix.csv) and the summary
     # post-processing only: the new matrix.csv (forgetting), the summary and the overlay grids (visualize)
     assert set(job_counts(out)) <= {"forgetting", "summarize", "visualize", "all"}, job_counts(out)
 
