@@ -200,8 +200,8 @@ def visual_main_method():
 
 def visual_inputs(wildcards):
     """Final-step predictions of every method, and every step's of the main method."""
-    sc, seed = wildcards.scenario, wildcards.seed
-    if sc not in SCENARIOS:
+    sc, seed = wildcards.scenario, wildcards.seed   # a split folder name: scenario, or scenario@order{k}
+    if sc not in SPLITS:
         raise WorkflowError(f"scenario '{sc}' is not configured (config scenarios: {', '.join(SCENARIOS)})")
     final = n_steps(sc) - 1
     main = visual_main_method()
@@ -211,7 +211,7 @@ def visual_inputs(wildcards):
 
 
 def visual_outputs():
-    """The visuals folders `all` asks for (none with visual_videos: 0)."""
+    """The visuals folders `all` asks for, one pair per (scenario, class order, seed) (none with visual_videos: 0)."""
     if visual_videos() <= 0:
         return []
-    return [f"{VISUALS}/{sc}/seed{s}/{kind}" for sc in SCENARIOS for s in SEEDS for kind in ("methods", "steps")]
+    return [f"{VISUALS}/{key}/seed{s}/{kind}" for key in SPLITS for s in SEEDS for kind in ("methods", "steps")]

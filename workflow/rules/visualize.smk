@@ -1,4 +1,4 @@
-# Overlay grids of a few fixed test videos per (scenario, seed): every method at the final step side by side,
+# Overlay grids of a few fixed test videos per (scenario, class order, seed): every method at the final step side by side,
 # and the main method (hvpl if configured, else the first) across its steps. Off the summary's path: `all` asks for them,
 # `summarize` never does. `visual_videos: 0` turns them off. Input functions: inputs.smk (end).
 
