@@ -13,7 +13,7 @@ NUMPY_MIN   ?= 1.24.4
 NPMIN_VENV  ?= .venv-npmin
 NPMIN_TESTS ?= tests/test_ytvis_eval.py tests/test_evaluate.py tests/test_masks.py tests/test_rle_runs.py tests/test_ytvis.py
 
-.PHONY: install test test-numpy-min test-slow test-slurm run smoke bench gpu-check lint clean
+.PHONY: install test test-kernels test-numpy-min test-slow test-slurm run smoke bench gpu-check lint clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,17 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The numerical part of the suite (model, continual, engine, parity fixtures) again under PyTorch's portable CPU
+# kernels: other summation orders, as on a machine with another CPU (AVX2 / AVX-512 / none). CI runs it.
+KERNEL_TESTS ?= $(wildcard tests/test_backbone.py tests/test_classifier.py tests/test_criterion.py \
+  tests/test_frame_decoder.py tests/test_hvpl.py tests/test_inference.py tests/test_matcher.py \
+  tests/test_ms_deform_attn.py tests/test_pixel_decoder.py tests/test_point_sampling.py tests/test_spanning_tree.py \
+  tests/test_tree_scan.py tests/test_video_decoder.py tests/test_authors_compat.py tests/test_parity_fixtures.py \
+  tests/test_train_parity.py tests/test_ogc.py tests/test_ogc_authors.py tests/test_growth.py tests/test_optim.py \
+  tests/test_trainer.py tests/test_overfit.py tests/test_predict.py tests/test_model_file.py)
+test-kernels: install
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q $(KERNEL_TESTS)
 
 # The evaluator's tests under numpy $(NUMPY_MIN) (numpy 1 keeps float32 where numpy 2 promotes to float64)
 test-numpy-min: $(NPMIN_VENV)/.installed
