@@ -22,7 +22,11 @@ def split(tiny_synth_root, tiny_split_dir, tmp_path):
     data = load_ytvis(train_json)
     data["image_root"] = str(tmp_path / "synth" / "train" / "JPEGImages")
     train_json.write_text(json.dumps(data))
-    return train_json, data, image_root_of(data, train_json)
+    root = image_root_of(data, train_json)
+    # the shared tiny dataset may carry the cache of other tests' training runs: each test starts without one
+    (root / CACHE_NAME).unlink(missing_ok=True)
+    (train_json.parent / CACHE_NAME).unlink(missing_ok=True)
+    return train_json, data, root
 
 
 def _frames(data):
